@@ -1,0 +1,84 @@
+//! A line-echo plugin: the smallest useful session, used by the host's
+//! tests and benchmarks and as a starting point for plugin authors.
+//!
+//! Protocol: the plugin greets with `OK <greeting>`, then answers each
+//! line. `QUIT` says `BYE` and ends the session, `STARTTLS` upgrades the
+//! connection, `INFO` reports the session facts, and any other line comes
+//! back as `ECHO <line>`.
+//!
+//! Settings: `greeting` (default `echo ready`), `max-line` (bytes,
+//! default 4096).
+
+use mailhost_sdk::{Connection, Guest, Level, ReadError, Session};
+
+struct Echo;
+
+impl Guest for Echo {
+    fn run(conn: Connection) {
+        let greeting = mailhost_sdk::settings::get("greeting")
+            .unwrap_or_else(|| "echo ready".to_owned());
+        let max_line: u32 = mailhost_sdk::setting_or("max-line", 4096);
+        let mut session = Session::new(conn);
+        session.queue(format!("OK {greeting}\r\n").as_bytes());
+
+        loop {
+            let line = match session.read_line(max_line) {
+                Ok(line) => line,
+                Err(err) => {
+                    say_goodbye(&mut session, err);
+                    return;
+                }
+            };
+            if !line.complete {
+                session.queue(b"ERR line too long\r\n");
+                continue;
+            }
+
+            let text = line.text();
+            match text.to_ascii_uppercase().as_str() {
+                "QUIT" => {
+                    session.queue(b"BYE\r\n");
+                    return;
+                }
+                "STARTTLS" => start_tls(&mut session),
+                "INFO" => {
+                    let info = session.info();
+                    let tls = match info.tls {
+                        Some(tls) => format!("{} {}", tls.version, tls.cipher),
+                        None => "none".to_owned(),
+                    };
+                    let reply = format!(
+                        "OK listener={} peer={}:{} tls={}\r\n",
+                        info.listener, info.peer_address, info.peer_port, tls
+                    );
+                    session.queue(reply.as_bytes());
+                }
+                _ => {
+                    session.queue(b"ECHO ");
+                    session.queue(line.content());
+                    session.queue(b"\r\n");
+                }
+            }
+        }
+    }
+}
+
+fn start_tls(session: &mut Session) {
+    session.queue(b"OK begin TLS\r\n");
+    if let Err(err) = session.start_tls() {
+        mailhost_sdk::log(Level::Info, &format!("start-tls failed: {err:?}"));
+        session.queue(b"ERR TLS not available\r\n");
+    }
+}
+
+fn say_goodbye(session: &mut Session, err: ReadError) {
+    let reason = match err {
+        ReadError::Closed => return,
+        ReadError::Timeout => "idle timeout",
+        ReadError::ShuttingDown => "shutting down",
+        ReadError::Expired => "session too long",
+    };
+    session.queue(format!("BYE {reason}\r\n").as_bytes());
+}
+
+mailhost_sdk::export!(Echo);

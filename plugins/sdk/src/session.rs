@@ -1,0 +1,204 @@
+//! A buffered conversation on top of the host's connection.
+
+use crate::bindings::mailhost::plugin::connection::{
+    Connection, IoError, SessionInfo, TlsError,
+};
+
+/// Why a read gave no line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadError {
+    /// The client closed the connection.
+    Closed,
+    /// The idle timeout passed; say goodbye and return.
+    Timeout,
+    /// The host is shutting down; say goodbye and return.
+    ShuttingDown,
+    /// The session ran past its maximum length; say goodbye and return.
+    Expired,
+}
+
+impl From<IoError> for ReadError {
+    fn from(err: IoError) -> Self {
+        match err {
+            IoError::Timeout => ReadError::Timeout,
+            IoError::ShuttingDown => ReadError::ShuttingDown,
+            IoError::SessionExpired => ReadError::Expired,
+            IoError::Closed | IoError::InvalidArgument => ReadError::Closed,
+        }
+    }
+}
+
+/// One line as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// The bytes, terminator included when `complete`.
+    pub raw: Vec<u8>,
+    /// False when the line ran past the limit; the rest was discarded
+    /// by [`Session::read_line`].
+    pub complete: bool,
+}
+
+impl Line {
+    /// The line without its terminator (`\r\n` or a bare `\n`).
+    pub fn content(&self) -> &[u8] {
+        let mut end = self.raw.len();
+        if end > 0 && self.raw[end - 1] == b'\n' {
+            end -= 1;
+            if end > 0 && self.raw[end - 1] == b'\r' {
+                end -= 1;
+            }
+        }
+        &self.raw[..end]
+    }
+
+    /// Whether the line ended in CRLF, as mail protocols require.
+    pub fn ends_with_crlf(&self) -> bool {
+        self.raw.ends_with(b"\r\n")
+    }
+
+    /// The content as text, invalid UTF-8 replaced.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(self.content()).into_owned()
+    }
+}
+
+/// The most output buffered before a write goes out regardless.
+const OUTPUT_FLUSH_THRESHOLD: usize = 64 * 1024;
+
+/// A connection with an output buffer.
+///
+/// Replies queue in the buffer and go out in one write when the plugin is
+/// about to wait for input and no pipelined input is waiting, so a client
+/// that pipelines fifty commands gets its replies in a few packets.
+pub struct Session {
+    conn: Connection,
+    output: Vec<u8>,
+}
+
+impl Session {
+    pub fn new(conn: Connection) -> Self {
+        Session { conn, output: Vec::new() }
+    }
+
+    /// The underlying connection, for calls such as `folder.wait`.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Facts about the session.
+    pub fn info(&self) -> SessionInfo {
+        self.conn.info()
+    }
+
+    /// Queue `data` for the client.
+    pub fn queue(&mut self, data: &[u8]) {
+        self.output.extend_from_slice(data);
+    }
+
+    /// Queue `data` and flush everything now.
+    pub fn write_all(&mut self, data: &[u8]) -> Result<(), ReadError> {
+        self.queue(data);
+        self.flush()
+    }
+
+    /// Send all queued output.
+    pub fn flush(&mut self) -> Result<(), ReadError> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+
+        let max = crate::bindings::mailhost::plugin::connection::max_write();
+        let output = std::mem::take(&mut self.output);
+        for chunk in output.chunks(max as usize) {
+            self.conn.write(chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Flush unless pipelined input is already waiting or the buffer is
+    /// still small; called before every read.
+    fn flush_before_read(&mut self) -> Result<(), ReadError> {
+        if self.conn.buffered() == 0 || self.output.len() >= OUTPUT_FLUSH_THRESHOLD
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Read a line of at most `max_len` bytes, terminator included. A
+    /// longer line comes back with `complete: false` and its first
+    /// `max_len` bytes; the rest, up to its LF, is read and discarded so
+    /// the next read starts on a fresh line.
+    pub fn read_line(&mut self, max_len: u32) -> Result<Line, ReadError> {
+        self.flush_before_read()?;
+
+        let raw = self.conn.read_line(max_len)?;
+        if raw.last() == Some(&b'\n') || max_len == 0 {
+            return Ok(Line { raw, complete: true });
+        }
+        if (raw.len() as u32) < max_len {
+            // The peer closed mid-line: hand over what came.
+            return Ok(Line { raw, complete: true });
+        }
+
+        loop {
+            let rest = self.conn.read_line(max_len.max(4096))?;
+            if rest.last() == Some(&b'\n') {
+                break;
+            }
+        }
+        Ok(Line { raw, complete: false })
+    }
+
+    /// Read a line without discarding an overlong rest: returns at most
+    /// `max_len` bytes, and a line cut there continues on the next call.
+    /// For message data, where long lines are kept, not refused.
+    pub fn read_line_part(&mut self, max_len: u32) -> Result<Vec<u8>, ReadError> {
+        self.flush_before_read()?;
+        Ok(self.conn.read_line(max_len)?)
+    }
+
+    /// Read exactly `len` bytes (an IMAP literal, say), handing them to
+    /// `sink` in chunks as they arrive.
+    pub fn read_exact_with(
+        &mut self,
+        mut len: u64,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(), ReadError> {
+        self.flush_before_read()?;
+
+        let max = crate::bindings::mailhost::plugin::connection::max_read();
+        while len > 0 {
+            let want = len.min(u64::from(max)) as u32;
+            let chunk = self.conn.read(want)?;
+            len -= chunk.len() as u64;
+            sink(&chunk);
+        }
+        Ok(())
+    }
+
+    /// Read exactly `len` bytes into memory. Mind the size: check it
+    /// against a limit before calling.
+    pub fn read_exact(&mut self, len: u64) -> Result<Vec<u8>, ReadError> {
+        let mut out = Vec::with_capacity(len.min(1 << 20) as usize);
+        self.read_exact_with(len, |chunk| out.extend_from_slice(chunk))?;
+        Ok(out)
+    }
+
+    /// Flush queued output, then upgrade to TLS. Any input the client
+    /// pipelined after its STARTTLS command is discarded by the host.
+    pub fn start_tls(&mut self) -> Result<(), TlsError> {
+        if self.flush().is_err() {
+            return Err(TlsError::HandshakeFailed);
+        }
+        self.conn.start_tls()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A goodbye queued just before returning must still reach the
+        // client.
+        let _ = self.flush();
+    }
+}

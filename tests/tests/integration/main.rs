@@ -1,0 +1,19 @@
+//! One integration test binary. Every test starts the real `mailhost`
+//! binary on loopback port 0 with its own data directory and drives it
+//! with real clients over real sockets.
+//!
+//! Modules:
+//! - `host`: limits, containment of hostile plugins, timeouts, shutdown,
+//!   config and plugin validation errors.
+//! - `tls`: implicit TLS and STARTTLS, injection, stalled handshakes.
+//! - `store`: Maildir delivery, crash safety, Dovecot interop, accounts.
+//! - `smtp`: reception, submission and LMTP with smtplib, swaks, lettre.
+//! - `pop3`: poplib, curl, fetchmail against the POP3 plugin.
+//! - `imap`: imaplib, mbsync, curl against the IMAP plugin.
+
+mod host;
+mod imap;
+mod pop3;
+mod smtp;
+mod store;
+mod tls;

@@ -1,0 +1,1 @@
+//! See main.rs for what this module covers.
