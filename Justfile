@@ -1,0 +1,55 @@
+# mailhost: `just` lists the recipes.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+wasm_target := "wasm32-wasip2"
+plugin_dir := "target/" + wasm_target + "/release"
+
+# List the recipes.
+default:
+    @just --list
+
+# Build the host and every plugin.
+build: plugins
+    cargo build -p mailhost
+
+# Build the protocol, echo and test plugins as components.
+plugins:
+    cargo build --release --target {{wasm_target}} \
+        -p mailhost-echo -p mailhost-hostile \
+        -p mailhost-smtp -p mailhost-pop3 -p mailhost-imap
+
+# Run the host on the example config (loopback only, ports + 2000).
+run: build
+    mkdir -p data
+    ./target/debug/mailhost self-signed-cert --config examples/mailhost.toml
+    ./examples/bootstrap-users.sh
+    ./target/debug/mailhost run --config examples/mailhost.toml
+
+# Run every test: unit tests, then the integration tests on loopback.
+test: build
+    cargo test --workspace --exclude mailhost-echo --exclude mailhost-hostile \
+        --exclude mailhost-smtp --exclude mailhost-pop3 --exclude mailhost-imap
+
+# Validate a config and the plugins it names.
+check config="examples/mailhost.toml": build
+    ./target/debug/mailhost check --config {{config}}
+
+# What CI runs: formatting, lints with warnings denied, then the tests.
+ci: fmt-check clippy test
+
+# Benchmarks: session rate, instantiation, memory, delivery.
+bench: build
+    cargo build --release -p mailhost
+    ./bench/run.sh
+
+[private]
+fmt-check:
+    cargo fmt --all -- --check
+
+[private]
+clippy:
+    cargo clippy -p mailhost -p mailhost-tests --all-targets -- -D warnings
+    cargo clippy --target {{wasm_target}} -p mailhost-sdk -p mailhost-echo \
+        -p mailhost-hostile -p mailhost-smtp -p mailhost-pop3 \
+        -p mailhost-imap -- -D warnings

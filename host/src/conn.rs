@@ -1,0 +1,400 @@
+//! The client socket as a plugin sees it: line and byte reads with host
+//! framing and timeouts, writes, and the in-place TLS upgrade.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use wasmtime::component::Resource;
+
+use crate::bindings::mailhost::plugin::connection as wit;
+use crate::bindings::{IoError, SessionInfo, TlsError, TlsInfo};
+use crate::session::SessionState;
+
+/// Largest line or chunk a single read hands to a plugin, in bytes.
+pub const MAX_READ: u32 = 1 << 20;
+
+/// Largest buffer a single write accepts from a plugin, in bytes.
+pub const MAX_WRITE: u32 = 1 << 20;
+
+/// How much a read asks of the socket at a time, in bytes.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The token a plugin holds for its connection. There is exactly one per
+/// session; the socket itself lives in [`ConnIo`] in the session state so
+/// the host can still write an error reply after a trap.
+pub struct ConnectionHandle;
+
+/// The transport under a session.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// The socket was given up: a failed handshake or write.
+    Gone,
+}
+
+/// TLS as a listener offers it.
+#[derive(Clone)]
+pub struct TlsOffer {
+    pub acceptor: TlsAcceptor,
+    pub handshake_timeout: Duration,
+}
+
+/// The socket, its input buffer and the limits on waiting for it.
+pub struct ConnIo {
+    stream: Stream,
+    /// Received bytes not yet handed to the plugin start at `buf[start]`.
+    buf: Vec<u8>,
+    start: usize,
+    eof: bool,
+    idle_timeout: Duration,
+    session_deadline: tokio::time::Instant,
+    shutdown: watch::Receiver<bool>,
+    /// Where `start-tls` may upgrade; none for plaintext-only listeners
+    /// and once the session is encrypted.
+    starttls: Option<TlsOffer>,
+    tls: Option<TlsInfo>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl ConnIo {
+    pub fn new(
+        stream: Stream,
+        tls: Option<TlsInfo>,
+        starttls: Option<TlsOffer>,
+        idle_timeout: Duration,
+        max_session: Duration,
+        shutdown: watch::Receiver<bool>,
+    ) -> ConnIo {
+        ConnIo {
+            stream,
+            buf: Vec::with_capacity(1024),
+            start: 0,
+            eof: false,
+            idle_timeout,
+            session_deadline: tokio::time::Instant::now() + max_session,
+            shutdown,
+            starttls,
+            tls,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    pub fn tls_info(&self) -> Option<TlsInfo> {
+        self.tls.clone()
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn consume(&mut self, len: usize) -> Vec<u8> {
+        let out = self.buf[self.start..self.start + len].to_vec();
+        self.start += len;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        out
+    }
+
+    /// Wait for more input from the client, or report why none will come.
+    async fn fill(&mut self) -> Result<(), IoError> {
+        if self.eof {
+            return Err(IoError::Closed);
+        }
+        if *self.shutdown.borrow() {
+            return Err(IoError::ShuttingDown);
+        }
+        if tokio::time::Instant::now() >= self.session_deadline {
+            return Err(IoError::SessionExpired);
+        }
+
+        // Drop consumed bytes before growing the buffer, so a long session
+        // keeps a buffer the size of its longest pending input.
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.reserve(READ_CHUNK);
+
+        let idle = tokio::time::sleep(self.idle_timeout);
+        let expiry = tokio::time::sleep_until(self.session_deadline);
+        let mut shutdown = self.shutdown.clone();
+        let (stream, buf) = (&mut self.stream, &mut self.buf);
+        let read = async move {
+            match stream {
+                Stream::Plain(tcp) => tcp.read_buf(buf).await,
+                Stream::Tls(tls) => tls.read_buf(buf).await,
+                Stream::Gone => Ok(0),
+            }
+        };
+        let outcome = tokio::select! {
+            read = read => read,
+            () = idle => return Err(IoError::Timeout),
+            () = expiry => return Err(IoError::SessionExpired),
+            () = shutdown_begins(&mut shutdown) => {
+                return Err(IoError::ShuttingDown)
+            }
+        };
+
+        match outcome {
+            Ok(0) | Err(_) => {
+                self.eof = true;
+                Err(IoError::Closed)
+            }
+            Ok(read) => {
+                self.bytes_in += read as u64;
+                Ok(())
+            }
+        }
+    }
+
+    /// Bytes up to and including the first LF, or `max_len` bytes.
+    pub async fn read_line(&mut self, max_len: u32) -> Result<Vec<u8>, IoError> {
+        let max_len = max_len.min(MAX_READ) as usize;
+        if max_len == 0 {
+            return Ok(Vec::new());
+        }
+        if *self.shutdown.borrow() {
+            return Err(IoError::ShuttingDown);
+        }
+
+        let mut searched = 0;
+        loop {
+            let pending = self.buffered();
+            let window = &pending[..pending.len().min(max_len)];
+            if let Some(at) = window[searched..].iter().position(|&b| b == b'\n') {
+                return Ok(self.consume(searched + at + 1));
+            }
+            if window.len() == max_len {
+                return Ok(self.consume(max_len));
+            }
+            searched = window.len();
+
+            match self.fill().await {
+                Ok(()) => {}
+                // A peer that closes mid-line: hand over the partial line
+                // first; the next read reports the close.
+                Err(IoError::Closed) if !self.buffered().is_empty() => {
+                    let len = self.buffered().len();
+                    return Ok(self.consume(len));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Between 1 and `max_len` bytes.
+    pub async fn read(&mut self, max_len: u32) -> Result<Vec<u8>, IoError> {
+        let max_len = max_len.min(MAX_READ) as usize;
+        if max_len == 0 {
+            return Ok(Vec::new());
+        }
+        if *self.shutdown.borrow() {
+            return Err(IoError::ShuttingDown);
+        }
+
+        if self.buffered().is_empty() {
+            self.fill().await?;
+        }
+        let len = self.buffered().len().min(max_len);
+        Ok(self.consume(len))
+    }
+
+    /// Write and flush everything, waiting at most the idle timeout for a
+    /// client that does not read.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), IoError> {
+        if data.len() > MAX_WRITE as usize {
+            return Err(IoError::InvalidArgument);
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+
+        let stream = &mut self.stream;
+        let write = async move {
+            match stream {
+                Stream::Plain(tcp) => tcp.write_all(data).await,
+                Stream::Tls(tls) => {
+                    tls.write_all(data).await?;
+                    tls.flush().await
+                }
+                Stream::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+            }
+        };
+        let outcome = tokio::time::timeout(self.idle_timeout, write).await;
+
+        match outcome {
+            Ok(Ok(())) => {
+                self.bytes_out += data.len() as u64;
+                Ok(())
+            }
+            // A client that stopped reading, or a broken socket: give the
+            // socket up so a plugin that ignores the error and keeps
+            // writing fails fast instead of waiting again.
+            Ok(Err(_)) => {
+                self.stream = Stream::Gone;
+                self.eof = true;
+                Err(IoError::Closed)
+            }
+            Err(_) => {
+                self.stream = Stream::Gone;
+                self.eof = true;
+                Err(IoError::Timeout)
+            }
+        }
+    }
+
+    /// Best-effort write of a host reply (busy, error), bounded in time.
+    pub async fn write_reply(&mut self, reply: &str) {
+        let write = self.write(reply.as_bytes());
+        let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
+        self.close().await;
+    }
+
+    /// Flush and shut the socket down.
+    pub async fn close(&mut self) {
+        let stream = std::mem::replace(&mut self.stream, Stream::Gone);
+        let shutdown = async move {
+            match stream {
+                Stream::Plain(mut tcp) => {
+                    let _ = tcp.shutdown().await;
+                }
+                Stream::Tls(mut tls) => {
+                    let _ = tls.shutdown().await;
+                }
+                Stream::Gone => {}
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), shutdown).await;
+    }
+
+    /// Upgrade to TLS, discarding any input buffered after the command.
+    pub async fn start_tls(&mut self) -> Result<(), TlsError> {
+        if self.tls.is_some() {
+            return Err(TlsError::AlreadyActive);
+        }
+        let Some(offer) = self.starttls.take() else {
+            return Err(TlsError::Unavailable);
+        };
+
+        // Whatever the client sent after STARTTLS and before the handshake
+        // was sent in plaintext and may be an injected command
+        // (CVE-2011-0411): it must never be read as if it were encrypted.
+        self.buf.clear();
+        self.start = 0;
+
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            return Err(TlsError::HandshakeFailed);
+        };
+        let handshake = offer.acceptor.accept(tcp);
+        match tokio::time::timeout(offer.handshake_timeout, handshake).await {
+            Ok(Ok(tls)) => {
+                self.tls = Some(crate::tls::session_facts(tls.get_ref().1));
+                self.stream = Stream::Tls(Box::new(tls));
+                Ok(())
+            }
+            Ok(Err(_)) | Err(_) => {
+                self.eof = true;
+                Err(TlsError::HandshakeFailed)
+            }
+        }
+    }
+}
+
+/// Resolve once a shutdown has begun; never if the host drops the sender.
+pub async fn shutdown_begins(shutdown: &mut watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl SessionState {
+    /// Mark the end of a wait on the client: from here the plugin is
+    /// computing again, and its CPU slice starts over.
+    fn resume_cpu(&mut self) {
+        self.running_since = Instant::now();
+    }
+}
+
+impl wit::Host for SessionState {
+    async fn max_read(&mut self) -> wasmtime::Result<u32> {
+        Ok(MAX_READ)
+    }
+
+    async fn max_write(&mut self) -> wasmtime::Result<u32> {
+        Ok(MAX_WRITE)
+    }
+}
+
+impl wit::HostConnection for SessionState {
+    async fn read_line(
+        &mut self,
+        _conn: Resource<ConnectionHandle>,
+        max_len: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, IoError>> {
+        let line = self.io.read_line(max_len).await;
+        self.resume_cpu();
+        Ok(line)
+    }
+
+    async fn read(
+        &mut self,
+        _conn: Resource<ConnectionHandle>,
+        max_len: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, IoError>> {
+        let chunk = self.io.read(max_len).await;
+        self.resume_cpu();
+        Ok(chunk)
+    }
+
+    async fn buffered(&mut self, _conn: Resource<ConnectionHandle>) -> wasmtime::Result<u32> {
+        Ok(self.io.buffered().len().min(u32::MAX as usize) as u32)
+    }
+
+    async fn write(
+        &mut self,
+        _conn: Resource<ConnectionHandle>,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), IoError>> {
+        let outcome = self.io.write(&data).await;
+
+        // A write that waited on a slow reader was a wait on the client;
+        // one that failed at once was not, or a plugin could spin on
+        // failing writes without ever being stopped.
+        if outcome.is_ok() {
+            self.resume_cpu();
+        }
+        Ok(outcome)
+    }
+
+    async fn start_tls(
+        &mut self,
+        _conn: Resource<ConnectionHandle>,
+    ) -> wasmtime::Result<Result<(), TlsError>> {
+        let outcome = self.io.start_tls().await;
+        self.resume_cpu();
+        Ok(outcome)
+    }
+
+    async fn info(&mut self, _conn: Resource<ConnectionHandle>) -> wasmtime::Result<SessionInfo> {
+        Ok(self.session_info())
+    }
+
+    async fn drop(&mut self, conn: Resource<ConnectionHandle>) -> wasmtime::Result<()> {
+        self.table.delete(conn)?;
+        self.io.close().await;
+        Ok(())
+    }
+}

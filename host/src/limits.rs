@@ -1,0 +1,171 @@
+//! Connection limits, checked the moment a connection is accepted and
+//! before any plugin instance exists, so a flood of refused connections
+//! costs a counter update and a short write each.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// Which limit refused a connection, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    Global,
+    GlobalPerIp,
+    Listener,
+    ListenerPerIp,
+}
+
+impl LimitHit {
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitHit::Global => "max-connections",
+            LimitHit::GlobalPerIp => "max-connections-per-ip",
+            LimitHit::Listener => "listener max-connections",
+            LimitHit::ListenerPerIp => "listener max-connections-per-ip",
+        }
+    }
+}
+
+/// Counts of open sessions against a total and a per-IP maximum.
+#[derive(Debug)]
+pub struct Counter {
+    max_total: u32,
+    max_per_ip: u32,
+    state: Mutex<CounterState>,
+}
+
+#[derive(Debug, Default)]
+struct CounterState {
+    total: u32,
+    per_ip: HashMap<IpAddr, u32>,
+}
+
+impl Counter {
+    pub fn new(max_total: u32, max_per_ip: u32) -> Arc<Counter> {
+        Arc::new(Counter {
+            max_total,
+            max_per_ip,
+            state: Mutex::new(CounterState::default()),
+        })
+    }
+
+    /// Sessions open now.
+    pub fn open(&self) -> u32 {
+        self.state.lock().unwrap().total
+    }
+
+    /// Count one more session from `ip`, or say which limit is full.
+    fn try_acquire(&self, ip: IpAddr) -> Result<(), TotalOrIp> {
+        let mut state = self.state.lock().unwrap();
+        if state.total >= self.max_total {
+            return Err(TotalOrIp::Total);
+        }
+        let from_ip = state.per_ip.get(&ip).copied().unwrap_or(0);
+        if from_ip >= self.max_per_ip {
+            return Err(TotalOrIp::Ip);
+        }
+
+        state.total += 1;
+        state.per_ip.insert(ip, from_ip + 1);
+        Ok(())
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut state = self.state.lock().unwrap();
+        state.total -= 1;
+
+        // Forget an address once its last session ends, so the map holds
+        // only addresses with open sessions and cannot grow without bound.
+        if let Some(count) = state.per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                state.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+enum TotalOrIp {
+    Total,
+    Ip,
+}
+
+/// One admitted session. Dropping it frees its places in both counters.
+#[derive(Debug)]
+pub struct Permit {
+    ip: IpAddr,
+    global: Arc<Counter>,
+    listener: Arc<Counter>,
+}
+
+/// Admit a session from `ip` against the global and listener counters.
+pub fn admit(
+    global: &Arc<Counter>,
+    listener: &Arc<Counter>,
+    ip: IpAddr,
+) -> Result<Permit, LimitHit> {
+    global.try_acquire(ip).map_err(|hit| match hit {
+        TotalOrIp::Total => LimitHit::Global,
+        TotalOrIp::Ip => LimitHit::GlobalPerIp,
+    })?;
+    if let Err(hit) = listener.try_acquire(ip) {
+        global.release(ip);
+        return Err(match hit {
+            TotalOrIp::Total => LimitHit::Listener,
+            TotalOrIp::Ip => LimitHit::ListenerPerIp,
+        });
+    }
+
+    Ok(Permit {
+        ip,
+        global: global.clone(),
+        listener: listener.clone(),
+    })
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.listener.release(self.ip);
+        self.global.release(self.ip);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_limit_leaves_other_addresses_alone() {
+        let global = Counter::new(10, 2);
+        let listener = Counter::new(10, 10);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+
+        let _p1 = admit(&global, &listener, a).unwrap();
+        let _p2 = admit(&global, &listener, a).unwrap();
+        assert_eq!(
+            admit(&global, &listener, a).unwrap_err(),
+            LimitHit::GlobalPerIp
+        );
+        let _p3 = admit(&global, &listener, b).unwrap();
+        assert_eq!(global.open(), 3);
+    }
+
+    #[test]
+    fn refused_listener_admission_returns_the_global_place() {
+        let global = Counter::new(10, 10);
+        let listener = Counter::new(1, 10);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+
+        let first = admit(&global, &listener, a).unwrap();
+        assert_eq!(
+            admit(&global, &listener, a).unwrap_err(),
+            LimitHit::Listener
+        );
+        assert_eq!(global.open(), 1);
+
+        drop(first);
+        assert_eq!(global.open(), 0);
+        assert!(global.state.lock().unwrap().per_ip.is_empty());
+    }
+}

@@ -1,0 +1,248 @@
+//! One session: a fresh plugin instance in its own store, serving one
+//! connection from greeting to goodbye, contained whatever it does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::mailhost::plugin as wit;
+use crate::bindings::{SessionInfo, TlsInfo};
+use crate::config::{PlaintextAuth, Role};
+use crate::conn::{ConnIo, ConnectionHandle};
+use crate::plugin::Plugin;
+use crate::plugin_log::{OutputToLog, PluginLog};
+
+/// Most resources (handles) a plugin may hold at once.
+const MAX_HANDLES: usize = 4096;
+
+/// Most table elements of one instance.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Most bytes the host copies for one guest call: a little over the
+/// largest write, so no single call makes the host copy without bound.
+const HOSTCALL_FUEL: usize = 4 << 20;
+
+/// What the host knows of the session, fixed at accept.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub id: u64,
+    pub listener: Arc<str>,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub plaintext_auth: PlaintextAuth,
+}
+
+/// Why a session stopped, when the plugin did not return by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    CpuSlice,
+}
+
+/// The data of one session's store.
+pub struct SessionState {
+    pub table: ResourceTable,
+    wasi: WasiCtx,
+    limits: StoreLimits,
+    pub io: ConnIo,
+    pub facts: Facts,
+    pub settings: Arc<Vec<(String, String)>>,
+    pub log: PluginLog,
+    /// When the plugin last stopped waiting on the client; the CPU slice
+    /// counts from here.
+    pub running_since: Instant,
+    cpu_slice: Duration,
+    stopped: Option<Stopped>,
+    /// Store capabilities; none on a session-role listener.
+    pub store: Option<crate::store_glue::StoreCtx>,
+}
+
+impl SessionState {
+    pub fn session_info(&self) -> SessionInfo {
+        let tls: Option<TlsInfo> = self.io.tls_info();
+        let plaintext_auth_allowed = tls.is_some()
+            || match self.facts.plaintext_auth {
+                PlaintextAuth::Always => true,
+                PlaintextAuth::Never => false,
+                PlaintextAuth::Loopback => self.facts.peer.ip().is_loopback(),
+            };
+
+        SessionInfo {
+            id: self.facts.id,
+            listener: self.facts.listener.to_string(),
+            peer_address: self.facts.peer.ip().to_string(),
+            peer_port: self.facts.peer.port(),
+            local_address: self.facts.local.ip().to_string(),
+            local_port: self.facts.local.port(),
+            tls,
+            plaintext_auth_allowed,
+        }
+    }
+}
+
+impl WasiView for SessionState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::settings::Host for SessionState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        let value = self.settings.iter().find(|(name, _)| *name == key);
+        Ok(value.map(|(_, value)| value.clone()))
+    }
+
+    async fn all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self.settings.as_ref().clone())
+    }
+}
+
+/// A linker holding WASI (deny-all) and exactly the interfaces `role`
+/// grants. A plugin importing more fails to link, on top of the
+/// import check that names the culprit.
+pub fn linker(engine: &Engine, role: Role) -> anyhow::Result<Linker<SessionState>> {
+    use wasmtime::component::HasSelf;
+
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+
+    fn get(state: &mut SessionState) -> &mut SessionState {
+        state
+    }
+    wit::connection::add_to_linker::<_, HasSelf<_>>(&mut linker, get)?;
+    wit::log::add_to_linker::<_, HasSelf<_>>(&mut linker, get)?;
+    wit::settings::add_to_linker::<_, HasSelf<_>>(&mut linker, get)?;
+    // TODO(#3): link accounts, delivery and mailbox for their roles.
+    let _ = role;
+    Ok(linker)
+}
+
+/// The parts of a listener a session needs.
+pub struct SessionParams {
+    pub plugin: Arc<Plugin>,
+    pub settings: Arc<Vec<(String, String)>>,
+    pub max_memory: usize,
+    pub cpu_slice: Duration,
+    pub log_rate: u32,
+    pub error_reply: Arc<str>,
+    pub store: Option<crate::store_glue::StoreCtx>,
+}
+
+/// How a session ended, for the summary line.
+#[derive(Debug)]
+pub enum Outcome {
+    Completed,
+    Trapped(String),
+}
+
+/// Run one session to its end. Never fails: whatever the plugin does is
+/// logged and contained here.
+pub async fn run(
+    engine: &Engine,
+    params: SessionParams,
+    facts: Facts,
+    io: ConnIo,
+) -> (Outcome, u64, u64) {
+    let span = tracing::Span::current();
+    let log = PluginLog::new(params.log_rate);
+    let wasi = WasiCtxBuilder::new()
+        .stdout(OutputToLog::new(
+            log.clone(),
+            wit::log::Level::Info,
+            span.clone(),
+        ))
+        .stderr(OutputToLog::new(log.clone(), wit::log::Level::Warn, span))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_HANDLES);
+    let limits = StoreLimitsBuilder::new()
+        .memory_size(params.max_memory)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .trap_on_grow_failure(false)
+        .build();
+    let state = SessionState {
+        table,
+        wasi,
+        limits,
+        io,
+        facts,
+        settings: params.settings,
+        log,
+        running_since: Instant::now(),
+        cpu_slice: params.cpu_slice,
+        stopped: None,
+        store: params.store,
+    };
+
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limits);
+    store.set_hostcall_fuel(HOSTCALL_FUEL);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(cpu_slice_check);
+
+    let outcome = call_plugin(&mut store, &params.plugin).await;
+    let outcome = match outcome {
+        Ok(()) => Outcome::Completed,
+        Err(err) => {
+            let cause = match store.data().stopped {
+                Some(Stopped::CpuSlice) => "cpu slice exhausted".to_owned(),
+                None => trap_summary(&err),
+            };
+            store.data_mut().io.write_reply(&params.error_reply).await;
+            Outcome::Trapped(cause)
+        }
+    };
+
+    let state = store.data_mut();
+    state.io.close().await;
+    (outcome, state.io.bytes_in, state.io.bytes_out)
+}
+
+async fn call_plugin(store: &mut Store<SessionState>, plugin: &Plugin) -> wasmtime::Result<()> {
+    let conn = store.data_mut().table.push(ConnectionHandle)?;
+    let instance = plugin.pre.instantiate_async(&mut *store).await?;
+    instance
+        .mailhost_plugin_handler()
+        .call_run(&mut *store, conn)
+        .await
+}
+
+/// Called on each epoch tick while the plugin runs wasm code: stop a
+/// plugin that has computed past its slice since it last waited on the
+/// client; otherwise yield so other sessions on this thread run.
+fn cpu_slice_check(
+    mut ctx: wasmtime::StoreContextMut<'_, SessionState>,
+) -> wasmtime::Result<UpdateDeadline> {
+    let state = ctx.data_mut();
+    if state.running_since.elapsed() > state.cpu_slice {
+        state.stopped = Some(Stopped::CpuSlice);
+        wasmtime::bail!("cpu slice exhausted");
+    }
+
+    // tokio's own yield, not wasmtime's default: the latter can be picked
+    // straight back up from the LIFO slot and starve the other sessions.
+    Ok(UpdateDeadline::YieldCustom(
+        1,
+        Box::pin(tokio::task::yield_now()),
+    ))
+}
+
+/// A one-line cause for a trap: the trap code where there is one, else
+/// the first line of the error chain.
+fn trap_summary(err: &wasmtime::Error) -> String {
+    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
+        return trap.to_string();
+    }
+    let text = format!("{err:#}");
+    text.lines().next().unwrap_or("unknown").to_owned()
+}
