@@ -381,11 +381,10 @@ impl Config {
 
     /// Make every relative path relative to the config file's directory.
     fn resolve_paths(&mut self) {
-        let base = self
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let base = match self.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         let resolve = |path: &mut PathBuf| {
             if path.is_relative() {
                 *path = base.join(&*path);

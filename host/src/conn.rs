@@ -155,6 +155,19 @@ impl ConnIo {
         }
     }
 
+    /// Whether received input is waiting to be read.
+    pub fn has_input(&self) -> bool {
+        !self.buffered().is_empty()
+    }
+
+    /// Wait until input is waiting to be read, without consuming it.
+    pub async fn wait_for_input(&mut self) -> Result<(), IoError> {
+        if self.has_input() {
+            return Ok(());
+        }
+        self.fill().await
+    }
+
     /// Bytes up to and including the first LF, or `max_len` bytes.
     pub async fn read_line(&mut self, max_len: u32) -> Result<Vec<u8>, IoError> {
         let max_len = max_len.min(MAX_READ) as usize;

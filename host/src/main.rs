@@ -45,10 +45,44 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Manage the accounts in the users file a config names. Passwords
+    /// come from a prompt, or from stdin when it is not a terminal.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Inspect plugin components.
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add an account with a new password.
+    Add {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The account, `user@domain`.
+        user: String,
+    },
+    /// Set a new password for an account.
+    Passwd {
+        #[arg(long, short)]
+        config: PathBuf,
+        user: String,
+    },
+    /// Remove an account; its mail stays on disk.
+    Del {
+        #[arg(long, short)]
+        config: PathBuf,
+        user: String,
+    },
+    /// List the accounts.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -108,6 +142,24 @@ fn run_command(command: Command) -> anyhow::Result<()> {
                 println!("wrote `{}`", files.certificate.display());
             }
             Ok(())
+        }
+        Command::User { command } => {
+            use mailhost_store::UserCommand as Cmd;
+
+            let (config, command) = match command {
+                UserCommand::Add { config, user } => (config, Cmd::Add { user }),
+                UserCommand::Passwd { config, user } => (config, Cmd::Passwd { user }),
+                UserCommand::Del { config, user } => (config, Cmd::Del { user }),
+                UserCommand::List { config } => (config, Cmd::List),
+            };
+            let config = Config::load_for_setup(&config)?;
+            let Some(accounts) = &config.accounts else {
+                anyhow::bail!(
+                    "config `{}` has no `[accounts]` section",
+                    config.path.display()
+                );
+            };
+            mailhost_store::user_command(&accounts.users_file, command)
         }
         Command::Plugin {
             command: PluginCommand::Inspect { file },

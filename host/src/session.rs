@@ -118,8 +118,17 @@ pub fn linker(engine: &Engine, role: Role) -> anyhow::Result<Linker<SessionState
     wit::connection::add_to_linker::<_, HasSelf<_>>(&mut linker, get)?;
     wit::log::add_to_linker::<_, HasSelf<_>>(&mut linker, get)?;
     wit::settings::add_to_linker::<_, HasSelf<_>>(&mut linker, get)?;
-    // TODO(#3): link accounts, delivery and mailbox for their roles.
-    let _ = role;
+    match role {
+        Role::Session => {}
+        Role::Submission => {
+            wit::accounts::add_to_linker::<_, HasSelf<_>>(&mut linker, get)?;
+            wit::delivery::add_to_linker::<_, HasSelf<_>>(&mut linker, get)?;
+        }
+        Role::Mailbox => {
+            wit::accounts::add_to_linker::<_, HasSelf<_>>(&mut linker, get)?;
+            wit::mailbox::add_to_linker::<_, HasSelf<_>>(&mut linker, get)?;
+        }
+    }
     Ok(linker)
 }
 
