@@ -1,1 +1,366 @@
-//! See main.rs for what this module covers.
+//! The host core against the echo and hostile plugins: limits, containment,
+//! timeouts, shutdown, and config and plugin validation.
+
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mailhost_tests::{Client, Host, mailhost, plugin};
+
+/// An echo listener with the given extra keys.
+fn echo_listener(name: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[listener]]
+name = "{name}"
+address = "127.0.0.1:0"
+role = "session"
+plugin = "{plugin}"
+{extra}
+"#,
+        plugin = plugin("echo").display()
+    )
+}
+
+/// A hostile listener misbehaving in `mode`, with a 2 s idle timeout.
+fn hostile_listener(mode: &str) -> String {
+    hostile_listener_with(mode, 2)
+}
+
+/// A hostile listener misbehaving in `mode`.
+fn hostile_listener_with(mode: &str, idle_timeout: u64) -> String {
+    format!(
+        r#"
+[[listener]]
+name = "{mode}"
+address = "127.0.0.1:0"
+role = "session"
+plugin = "{plugin}"
+error-reply = "ERR internal error"
+idle-timeout = {idle_timeout}
+[listener.settings]
+mode = "{mode}"
+"#,
+        plugin = plugin("hostile").display()
+    )
+}
+
+/// One full echo exchange: greeting, two commands, goodbye.
+fn echo_session(addr: SocketAddr, tag: usize) -> Result<(), String> {
+    let mut client = Client::connect(addr);
+    let greeting = client.line();
+    if greeting != "OK echo ready" {
+        return Err(format!("session {tag}: greeting {greeting:?}"));
+    }
+    client.send(format!("one {tag}\r\ntwo {tag}\r\n").as_bytes());
+    for word in ["one", "two"] {
+        let line = client.line();
+        if line != format!("ECHO {word} {tag}") {
+            return Err(format!("session {tag}: got {line:?}"));
+        }
+    }
+    client.send_line("QUIT");
+    match client.line().as_str() {
+        "BYE" => Ok(()),
+        other => Err(format!("session {tag}: goodbye {other:?}")),
+    }
+}
+
+/// Whether the log has a session-ended line of `listener` with `outcome`.
+fn session_ended(host: &Host, listener: &str, outcome: &str) -> bool {
+    let span = format!("listener={listener} ");
+    let outcome = format!("outcome=\"{outcome}\"");
+    host.log()
+        .lines()
+        .any(|line| line.contains(&span) && line.contains(&outcome))
+}
+
+#[test]
+fn echo_session_completes_and_is_summarised() {
+    let host = Host::start(&echo_listener("echo", ""));
+
+    echo_session(host.addr("echo"), 1).unwrap();
+
+    assert!(host.wait_for_log("session ended", Duration::from_secs(5)));
+    let log = host.log();
+    let summary = log.lines().find(|l| l.contains("session ended")).unwrap();
+    assert!(summary.contains("listener=echo"), "{summary}");
+    assert!(summary.contains("bytes_in=20"), "{summary}");
+    assert!(summary.contains("outcome=\"completed\""), "{summary}");
+}
+
+#[test]
+fn one_connection_over_each_limit_gets_the_busy_reply() {
+    let config = format!(
+        r#"
+[limits]
+max-connections = 4
+max-connections-per-ip = 3
+{}
+{}
+{}
+"#,
+        echo_listener("small", "max-connections = 1\nbusy-reply = \"BUSY small\""),
+        echo_listener("per-ip", "max-connections-per-ip = 1\nbusy-reply = \"BUSY ip\""),
+        echo_listener("wide", "busy-reply = \"BUSY global\""),
+    );
+    let host = Host::start(&config);
+
+    // Listener limit: the second session on `small` is refused.
+    let mut first = Client::connect(host.addr("small"));
+    first.expect("OK echo ready");
+    let mut refused = Client::connect(host.addr("small"));
+    assert_eq!(refused.line(), "BUSY small");
+    assert_eq!(refused.line(), "", "busy connection must be closed");
+
+    // Listener per-IP limit.
+    let mut second = Client::connect(host.addr("per-ip"));
+    second.expect("OK echo ready");
+    let mut refused = Client::connect(host.addr("per-ip"));
+    assert_eq!(refused.line(), "BUSY ip");
+
+    // Global per-IP limit (3): a third session from 127.0.0.1 is the last.
+    let mut third = Client::connect(host.addr("wide"));
+    third.expect("OK echo ready");
+    let mut refused = Client::connect(host.addr("wide"));
+    assert_eq!(refused.line(), "BUSY global");
+
+    // The sessions admitted are still served.
+    for client in [&mut first, &mut second, &mut third] {
+        client.send_line("still there");
+        assert_eq!(client.line(), "ECHO still there");
+    }
+
+    // Freeing a place admits the next connection.
+    first.send_line("QUIT");
+    first.expect("BYE");
+    drop(first);
+    thread::sleep(Duration::from_millis(200));
+    let mut again = Client::connect(host.addr("small"));
+    again.expect("OK echo ready");
+}
+
+#[test]
+fn global_limit_refuses_across_listeners() {
+    let config = format!(
+        "[limits]\nmax-connections = 2\n{}{}",
+        echo_listener("a", "busy-reply = \"BUSY a\""),
+        echo_listener("b", "busy-reply = \"BUSY b\""),
+    );
+    let host = Host::start(&config);
+
+    let mut one = Client::connect(host.addr("a"));
+    one.expect("OK echo ready");
+    let mut two = Client::connect(host.addr("b"));
+    two.expect("OK echo ready");
+    let mut refused = Client::connect(host.addr("a"));
+    assert_eq!(refused.line(), "BUSY a");
+    assert!(host.wait_for_log("limit=\"max-connections\"", Duration::from_secs(5)));
+}
+
+#[test]
+fn hostile_plugins_are_contained_while_200_echo_sessions_complete() {
+    let modes = ["spin", "alloc", "stack", "panic", "flood", "noread"];
+    let mut config = String::from(
+        "[limits]\nmax-connections = 400\nmax-connections-per-ip = 400\n",
+    );
+    config.push_str(&echo_listener("echo", ""));
+    for mode in modes {
+        config.push_str(&hostile_listener(mode));
+    }
+    let host = Host::start(&config);
+
+    // Start every hostile session, then the echo crowd beside them.
+    let hostile: Vec<_> = modes
+        .iter()
+        .map(|mode| {
+            let mut client = Client::connect(host.addr(mode));
+            client.expect(&format!("OK hostile {mode}"));
+            (mode, client)
+        })
+        .collect();
+    let echo = host.addr("echo");
+    let crowd: Vec<_> = (0..200)
+        .map(|tag| thread::spawn(move || echo_session(echo, tag)))
+        .collect();
+    let failures: Vec<String> = crowd
+        .into_iter()
+        .filter_map(|t| t.join().unwrap().err())
+        .collect();
+    assert!(failures.is_empty(), "echo sessions failed: {failures:?}");
+
+    // Each hostile session ends with the error reply (where the plugin
+    // left the socket writable) and a trapped-session log line.
+    for (mode, mut client) in hostile {
+        if *mode != "flood" {
+            let rest = String::from_utf8_lossy(&client.read_to_end()).into_owned();
+            assert!(
+                rest.ends_with("ERR internal error\r\n"),
+                "{mode}: expected the error reply, got {rest:?}"
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !session_ended(&host, mode, "trapped") {
+            assert!(Instant::now() < deadline, "{mode} not stopped:\n{}", host.log());
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    // And the host still serves.
+    echo_session(echo, 999).unwrap();
+}
+
+#[test]
+fn idle_timeout_makes_the_plugin_say_goodbye() {
+    let host = Host::start(&echo_listener("echo", "idle-timeout = 1"));
+
+    let started = Instant::now();
+    let mut client = Client::connect(host.addr("echo"));
+    client.expect("OK echo ready");
+    assert_eq!(client.line(), "BYE idle timeout");
+    assert_eq!(client.line(), "");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "fired early: {waited:?}");
+    assert!(waited < Duration::from_secs(10), "fired late: {waited:?}");
+}
+
+#[test]
+fn shutdown_drains_the_running_session_refuses_new_ones_and_exits_0() {
+    let mut host = Host::start(&echo_listener("echo", ""));
+    let addr = host.addr("echo");
+
+    let mut running = Client::connect(addr);
+    running.expect("OK echo ready");
+    running.send_line("before");
+    assert_eq!(running.line(), "ECHO before");
+
+    host.signal(libc::SIGTERM);
+
+    // The session in progress is told in its own protocol and closed.
+    assert_eq!(running.line(), "BYE shutting down");
+    assert_eq!(running.line(), "");
+
+    let status = host.wait_exit(Duration::from_secs(20)).expect("host exits");
+    assert_eq!(status.code(), Some(0), "log:\n{}", host.log());
+    assert!(host.log().contains("all sessions finished"));
+    assert!(std::net::TcpStream::connect(addr).is_err(), "still accepting");
+}
+
+#[test]
+fn shutdown_drops_sessions_left_after_the_grace_period() {
+    let config =
+        format!("shutdown-grace = 1\n{}", hostile_listener_with("flood", 60));
+    let mut host = Host::start(&config);
+
+    // `flood` writes to a client that reads nothing: it sits in a write
+    // that only the idle timeout (60 s) would end, and never sees the
+    // shutdown.
+    let mut client = Client::connect(host.addr("flood"));
+    client.expect("OK hostile flood");
+    host.signal(libc::SIGTERM);
+
+    let status = host.wait_exit(Duration::from_secs(20)).expect("host exits");
+    assert_eq!(status.code(), Some(0));
+    assert!(host.log().contains("grace period over"), "{}", host.log());
+}
+
+/// Write `config` to a fresh directory and run `check` and `run` on it;
+/// both must fail naming `needle`.
+fn assert_refused(config: &str, needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailhost.toml");
+    std::fs::write(&path, config).unwrap();
+    let path = path.to_str().unwrap();
+
+    for command in ["check", "run"] {
+        let output = mailhost(&[command, "--config", path], b"");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{command} accepted the config");
+        assert!(
+            stderr.contains(needle),
+            "{command}: {needle:?} not in {stderr:?}"
+        );
+    }
+}
+
+#[test]
+fn config_with_an_unknown_key_is_refused_naming_the_key() {
+    let config = echo_listener("echo", "idle-timeuot = 5");
+    assert_refused(&config, "idle-timeuot");
+}
+
+#[test]
+fn config_naming_a_missing_plugin_is_refused_naming_the_path() {
+    let config = r#"
+[[listener]]
+name = "echo"
+address = "127.0.0.1:0"
+role = "session"
+plugin = "/nonexistent/missing-plugin.wasm"
+"#;
+    assert_refused(config, "/nonexistent/missing-plugin.wasm");
+}
+
+#[test]
+fn config_with_a_bad_value_is_refused_naming_key_and_value() {
+    let config = echo_listener("echo", "cpu-slice-ms = 1");
+    assert_refused(&config, "cpu-slice-ms");
+    let config = echo_listener("echo", "role = \"admin\"");
+    assert_refused(&config, "role");
+}
+
+#[test]
+fn plugin_importing_wasi_sockets_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = wat::parse_str(
+        r#"(component
+            (import "wasi:sockets/tcp@0.2.6" (instance))
+        )"#,
+    )
+    .unwrap();
+    let plugin_path = dir.path().join("sockets.wasm");
+    std::fs::write(&plugin_path, wasm).unwrap();
+
+    let config = format!(
+        r#"
+[[listener]]
+name = "net"
+address = "127.0.0.1:0"
+role = "session"
+plugin = "{}"
+"#,
+        plugin_path.display()
+    );
+    assert_refused(&config, "imports `wasi:sockets/tcp@0.2.6`");
+}
+
+#[test]
+fn plugin_of_another_role_is_refused_at_load() {
+    // The echo plugin fits every role; a mailbox-role plugin on a session
+    // listener must not.
+    let imap = plugin("imap");
+    if !imap.exists() {
+        panic!("{} not built", imap.display());
+    }
+    let config = format!(
+        r#"
+[[listener]]
+name = "imap"
+address = "127.0.0.1:0"
+role = "session"
+plugin = "{}"
+"#,
+        imap.display()
+    );
+    assert_refused(&config, "which role `session` does not grant");
+}
+
+#[test]
+fn plugin_inspect_lists_imports_and_role_verdicts() {
+    let output = mailhost(&["plugin", "inspect", plugin("echo").to_str().unwrap()], b"");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("mailhost:plugin/connection@0.1.0"), "{stdout}");
+    assert!(stdout.contains("mailhost:plugin/handler@0.1.0"), "{stdout}");
+    assert!(stdout.contains("session: accepted"), "{stdout}");
+}

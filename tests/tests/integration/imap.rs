@@ -23,11 +23,13 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 /// IDLE must report a delivery within this long.
 const IDLE_WAKE_LIMIT: Duration = Duration::from_secs(1);
 
-/// The IMAP listener's config; `extra` goes into its `[listener]` table.
-fn config(extra: &str) -> String {
+/// The IMAP listener's config: `top` goes before the listener, `extra`
+/// into its `[listener]` table, `settings` into its settings.
+fn config(top: &str, extra: &str, settings: &str) -> String {
     format!(
         r#"
 data-dir = "{{dir}}/data"
+{top}
 
 [accounts]
 users-file = "{{dir}}/users"
@@ -39,31 +41,45 @@ address = "127.0.0.1:0"
 protocol = "imap"
 role = "mailbox"
 plugin = "{plugin}"
-tls = "none"
 {extra}
 
 [listener.settings]
 hostname = "imap.example.org"
+{settings}
 "#,
         plugin = plugin("imap").display(),
     )
 }
 
-/// Start a host with alice created.
+/// Start a host with alice created; `extra` goes into the listener.
 fn start(extra: &str) -> Host {
+    start_with("", &format!("tls = \"none\"\n{extra}"), "")
+}
+
+fn start_with(top: &str, extra: &str, settings: &str) -> Host {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(extra);
+    let config = config(top, extra, settings);
     let path = dir.path().join("mailhost.toml");
     let text = config.replace("{dir}", dir.path().to_str().unwrap());
     std::fs::write(&path, text).unwrap();
     std::fs::write(dir.path().join("users"), "").unwrap();
+    let path = path.to_str().unwrap();
+    if top.contains("[tls]") {
+        let out = mailhost(&["self-signed-cert", "--config", path], b"");
+        assert!(out.status.success(), "cert: {}", String::from_utf8_lossy(&out.stderr));
+    }
     let input = format!("{PASSWORD}\n");
-    let out = mailhost(
-        &["user", "add", "--config", path.to_str().unwrap(), ALICE],
-        input.as_bytes(),
-    );
+    let out = mailhost(&["user", "add", "--config", path, ALICE], input.as_bytes());
     assert!(out.status.success(), "user add: {}", String::from_utf8_lossy(&out.stderr));
-    Host::start_in(dir, &config)
+    let host = Host::start_in(dir, &config);
+
+    // The first login makes the account's Maildir with its special-use
+    // folders; deliveries written straight to disk come after it.
+    if !top.contains("[tls]") {
+        let mut c = Wire::login(host.addr("imap"));
+        c.cmd("lo LOGOUT");
+    }
+    host
 }
 
 /// Alice's Maildir under the host's data directory.
@@ -162,7 +178,6 @@ impl Wire {
         let mut lines = Vec::new();
         loop {
             let line = self.line();
-            assert!(!line.is_empty() || !lines.is_empty() || true);
             let done = line.starts_with(&format!("{tag} "));
             let closed = line.is_empty();
             lines.push(line);
@@ -234,19 +249,19 @@ assert "INBOX" in text
 
 # CREATE, hierarchy, CHILDREN, RENAME, DELETE, SUBSCRIBE, LSUB.
 assert M.create("Work/Projects")[0] == "OK"
-typ, data = M.list("", "Work*")
+typ, data = M.list('""', "Work*")
 assert any(b"\\HasChildren" in l and l.endswith(b"Work") for l in data), data
 assert M.create("Work")[0] == "NO"
 assert M.rename("Work/Projects", "Work/Done")[0] == "OK"
 assert M.subscribe("Work/Done")[0] == "OK"
-typ, data = M.lsub("", "*")
+typ, data = M.lsub('""', "*")
 assert any(l.endswith(b"Work/Done") for l in data), data
 assert M.unsubscribe("Work/Done")[0] == "OK"
-typ, data = M.lsub("", "Work/*")
+typ, data = M.lsub('""', "Work/*")
 assert data == [None], data
 assert M.delete("Work/Done")[0] == "OK"
 assert M.delete("Nope")[0] == "NO"
-typ, data = M.list("", "%")
+typ, data = M.list('""', "%")
 assert not any(l.endswith(b"Work/Done") for l in data)
 
 # APPEND with flags and a date; APPENDUID from UIDPLUS.
@@ -398,6 +413,564 @@ fn imaplib_exercises_every_command() {
     assert!(
         stdout.contains("ALL OK"),
         "imaplib failed:\n{stdout}\n{}\nhost log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        host.log()
+    );
+}
+
+/// APPEND `data` to `mailbox` with a synchronising literal.
+fn append(wire: &mut Wire, mailbox: &str, data: &[u8]) -> Vec<String> {
+    wire.send(format!("ap APPEND {mailbox} {{{}}}\r\n", data.len()).as_bytes());
+    let cont = wire.line();
+    assert!(cont.starts_with('+'), "no continuation: {cont:?}");
+    wire.send(data);
+    wire.send(b"\r\n");
+    ok(&wire.until("ap")).to_vec()
+}
+
+/// The sample session of RFC 3501 section 8, on three messages instead
+/// of eighteen and with our account's name.
+#[test]
+fn rfc3501_sample_session_transcript() {
+    let host = start("");
+    for n in 1..=3 {
+        deliver(&host, &message(&format!("m{n}"), "body"));
+    }
+    let mut c = Wire::connect(host.addr("imap"));
+
+    let r = c.cmd(&format!("a001 login {ALICE} {PASSWORD}"));
+    assert!(r.last().unwrap().starts_with("a001 OK"), "{r:?}");
+
+    let r = ok(&c.cmd("a002 select inbox")).to_vec();
+    assert!(r.contains(&"* 3 EXISTS".to_owned()), "{r:?}");
+    assert!(r.contains(&"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)".to_owned()));
+    assert!(r.contains(&"* 3 RECENT".to_owned()), "{r:?}");
+    assert!(has(&r, "* OK [UNSEEN 1]") && has(&r, "* OK [UIDVALIDITY "));
+    assert!(r.last().unwrap().starts_with("a002 OK [READ-WRITE]"));
+
+    let r = ok(&c.cmd("a003 fetch 2 full")).to_vec();
+    assert_eq!(r.len(), 2, "{r:?}");
+    let f = &r[0];
+    assert!(f.starts_with("* 2 FETCH (FLAGS (\\Recent) INTERNALDATE \""), "{f}");
+    assert!(f.contains("RFC822.SIZE "), "{f}");
+    assert!(
+        f.contains(
+            "ENVELOPE (\"Sat, 14 Mar 2026 13:08:53 +0100\" \"m2\" \
+             ((\"Bob\" NIL \"bob\" \"example.net\")) \
+             ((\"Bob\" NIL \"bob\" \"example.net\")) \
+             ((\"Bob\" NIL \"bob\" \"example.net\")) \
+             ((NIL NIL \"alice\" \"example.org\")) NIL NIL NIL \
+             \"<m2@example.net>\")"
+        ),
+        "{f}"
+    );
+    assert!(f.ends_with("BODY (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 6 1))"), "{f}");
+
+    let r = ok(&c.cmd("a004 fetch 2 body[header]")).to_vec();
+    let header = String::from_utf8(message("m2", "body")).unwrap();
+    let header = &header[..header.find("\r\n\r\n").unwrap() + 4];
+    let expected = format!("* 2 FETCH (BODY[HEADER] {{{}}}\r\n{header} FLAGS (\\Seen \\Recent))", header.len());
+    assert_eq!(r[0], expected);
+
+    let r = ok(&c.cmd("a005 store 2 +flags \\deleted")).to_vec();
+    assert_eq!(r[0], "* 2 FETCH (FLAGS (\\Deleted \\Seen \\Recent))");
+
+    let r = c.cmd("a006 logout");
+    assert_eq!(r[0], "* BYE Logging out");
+    assert!(r[1].starts_with("a006 OK"));
+    assert!(c.closed());
+}
+
+#[test]
+fn pipelined_commands_and_literals() {
+    let host = start("");
+    let mut c = Wire::connect(host.addr("imap"));
+
+    // A synchronising literal gets its continuation; LITERAL+ needs none.
+    c.send(format!("p1 LOGIN {{{}}}\r\n", ALICE.len()).as_bytes());
+    assert!(c.line().starts_with("+ "));
+    c.send(format!("{ALICE} {{{}+}}\r\n{PASSWORD}\r\n", PASSWORD.len()).as_bytes());
+    assert!(c.until("p1").last().unwrap().starts_with("p1 OK"));
+
+    // Ten commands in one write come back in order.
+    let mut batch = String::new();
+    for n in 0..10 {
+        batch.push_str(&format!("q{n} NOOP\r\n"));
+    }
+    batch.push_str("q10 SELECT INBOX\r\n");
+    c.send(batch.as_bytes());
+    for n in 0..10 {
+        assert_eq!(c.line(), format!("q{n} OK NOOP completed"));
+    }
+    assert!(c.until("q10").last().unwrap().starts_with("q10 OK"));
+}
+
+#[test]
+fn attack_huge_nonsync_literal_never_runs_as_commands() {
+    let host = start("");
+    let mut c = Wire::connect(host.addr("imap"));
+    c.send(b"a1 LOGIN alice {999999999+}\r\nb1 CAPABILITY\r\nb2 LOGOUT\r\n");
+    assert_eq!(c.line(), "a1 BAD Literal too large");
+    assert!(c.line().starts_with("* BYE"));
+    // Nothing of the literal's bytes ran: no reply to b1 or b2.
+    assert!(c.closed());
+}
+
+#[test]
+fn attack_huge_sync_literal_gets_bad_and_no_continuation() {
+    let host = start("");
+    let mut c = Wire::connect(host.addr("imap"));
+    c.send(b"a1 LOGIN alice {99999999999999999999999}\r\n");
+    assert_eq!(c.line(), "a1 BAD Literal too large");
+    let r = c.cmd("a2 NOOP");
+    assert_eq!(r, vec!["a2 OK NOOP completed".to_owned()]);
+}
+
+#[test]
+fn attack_overlong_command_line_ends_session() {
+    let host = start("");
+    let mut c = Wire::connect(host.addr("imap"));
+    let mut line = b"a1 NOOP ".to_vec();
+    line.resize(400 * 1024, b'x');
+    line.extend_from_slice(b"\r\na2 LOGOUT\r\n");
+    c.send(&line);
+    assert!(c.line().starts_with("a1 BAD"));
+    assert!(c.line().starts_with("* BYE"));
+}
+
+#[test]
+fn attack_commands_before_login_are_refused() {
+    let host = start("");
+    let mut c = Wire::connect(host.addr("imap"));
+    for cmd in ["a1 SELECT INBOX", "a2 LIST \"\" *", "a3 FETCH 1 BODY[]"] {
+        let r = c.cmd(cmd);
+        assert!(r.last().unwrap().contains(" BAD "), "{r:?}");
+    }
+    let r = c.cmd("a4 APPEND INBOX {5}");
+    assert!(r.last().unwrap().starts_with("a4 BAD"), "{r:?}");
+    let r = c.cmd("a5 NOOP");
+    assert_eq!(r, vec!["a5 OK NOOP completed".to_owned()]);
+}
+
+#[test]
+fn logindisabled_where_plaintext_is_refused() {
+    let host = start("plaintext-auth = \"never\"");
+    let mut c = Wire::connect(host.addr("imap"));
+    let r = ok(&c.cmd("c1 CAPABILITY")).to_vec();
+    assert!(r[0].contains("LOGINDISABLED") && !r[0].contains("AUTH=PLAIN"), "{r:?}");
+    let r = c.cmd(&format!("c2 LOGIN {ALICE} {PASSWORD}"));
+    assert!(r.last().unwrap().starts_with("c2 NO [PRIVACYREQUIRED]"), "{r:?}");
+}
+
+#[test]
+fn autologout_says_bye() {
+    let host = start("idle-timeout = 2");
+    let mut c = Wire::login(host.addr("imap"));
+    let started = Instant::now();
+    let line = c.line();
+    assert!(line.starts_with("* BYE"), "{line:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(c.closed());
+}
+
+/// IDLE must also notice mail an outside program drops into the Maildir
+/// (the host is not told of those) within its poll interval.
+const IDLE_POLL_LIMIT: Duration = Duration::from_secs(4);
+
+#[test]
+fn idle_wakes_within_a_second_of_delivery() {
+    let host = start("");
+    let mut c = Wire::login(host.addr("imap"));
+    ok(&c.cmd("s1 SELECT INBOX"));
+    c.send(b"i1 IDLE\r\n");
+    assert!(c.line().starts_with("+ "));
+
+    // Give the session time to park in its wait, then deliver through
+    // the host from a second session.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut other = Wire::login(host.addr("imap"));
+    let sent = Instant::now();
+    append(&mut other, "INBOX", &message("wake", "up"));
+    let line = c.line();
+    let waited = sent.elapsed();
+    assert_eq!(line, "* 1 EXISTS");
+    assert!(waited <= IDLE_WAKE_LIMIT, "IDLE woke after {waited:?}");
+    assert!(c.line().ends_with(" RECENT"));
+
+    // A file dropped straight into new/ is seen by the IDLE poll.
+    let sent = Instant::now();
+    deliver(&host, &message("dropped", "in"));
+    assert_eq!(c.line(), "* 2 EXISTS");
+    let waited = sent.elapsed();
+    assert!(waited <= IDLE_POLL_LIMIT, "IDLE saw the file after {waited:?}");
+    assert!(c.line().ends_with(" RECENT"));
+
+    c.send(b"DONE\r\n");
+    assert_eq!(c.line(), "i1 OK IDLE terminated");
+    let r = ok(&c.cmd("f1 FETCH 1:2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")).to_vec();
+    assert!(r[0].contains("Subject: wake") && r[1].contains("Subject: dropped"), "{r:?}");
+}
+
+#[test]
+fn two_sessions_see_each_others_flags_and_expunges() {
+    let host = start("");
+    for n in 1..=3 {
+        deliver(&host, &message(&format!("m{n}"), "body"));
+    }
+    let mut a = Wire::login(host.addr("imap"));
+    let mut b = Wire::login(host.addr("imap"));
+    ok(&a.cmd("a1 SELECT INBOX"));
+    ok(&b.cmd("b1 SELECT INBOX"));
+
+    ok(&a.cmd("a2 STORE 2 +FLAGS.SILENT (\\Flagged)"));
+    let r = ok(&b.cmd("b2 NOOP")).to_vec();
+    assert!(has(&r, "* 2 FETCH (UID ") && has(&r, "\\Flagged"), "{r:?}");
+
+    ok(&b.cmd("b3 STORE 1 +FLAGS.SILENT (\\Deleted)"));
+    let r = ok(&b.cmd("b4 EXPUNGE")).to_vec();
+    assert_eq!(r[0], "* 1 EXPUNGE");
+
+    // A FETCH may not carry the EXPUNGE (RFC 3501 7.4.1); NOOP does.
+    let r = ok(&a.cmd("a3 FETCH 1:* (FLAGS)")).to_vec();
+    assert!(!has(&r, "EXPUNGE"), "{r:?}");
+    assert_eq!(r.len(), 4, "{r:?}");
+    let r = ok(&a.cmd("a4 NOOP")).to_vec();
+    assert_eq!(r[0], "* 1 EXPUNGE");
+    let r = ok(&a.cmd("a5 FETCH 1:* (FLAGS)")).to_vec();
+    assert_eq!(r.len(), 3, "{r:?}");
+    assert!(r[0].contains("\\Flagged"), "{r:?}");
+
+    // A new delivery shows at the next command of both.
+    deliver(&host, &message("m4", "body"));
+    let r = ok(&a.cmd("a6 NOOP")).to_vec();
+    assert_eq!(r[0], "* 3 EXISTS");
+    let r = ok(&b.cmd("b5 CHECK")).to_vec();
+    assert_eq!(r[0], "* 3 EXISTS");
+}
+
+#[test]
+fn fetch_with_a_64k_uid_set() {
+    let host = start("");
+    for n in 1..=5 {
+        deliver(&host, &message(&format!("m{n}"), "body"));
+    }
+    let mut c = Wire::login(host.addr("imap"));
+    ok(&c.cmd("s1 SELECT INBOX"));
+    // Odd numbers up to far beyond the mailbox, then the real range.
+    let mut set = String::new();
+    let mut n = 100_001u32;
+    while set.len() < 64 * 1024 {
+        set.push_str(&format!("{n},"));
+        n += 2;
+    }
+    set.push_str("1:5");
+    let r = ok(&c.cmd(&format!("f1 UID FETCH {set} (FLAGS)"))).to_vec();
+    assert_eq!(r.len(), 6, "{:?}", r.last());
+    let r = ok(&c.cmd(&format!("f2 UID SEARCH UID {set}"))).to_vec();
+    assert_eq!(r[0], "* SEARCH 1 2 3 4 5");
+    // Sequence ranges in either order and `*`.
+    let r = ok(&c.cmd("f3 SEARCH 4:2,*")).to_vec();
+    assert_eq!(r[0], "* SEARCH 2 3 4 5");
+    // Two keys are ANDed: 4:2 and * share nothing.
+    let r = ok(&c.cmd("f4 SEARCH 4:2 *")).to_vec();
+    assert_eq!(r[0], "* SEARCH");
+}
+
+#[test]
+fn awkward_mailbox_names_round_trip() {
+    let host = start("");
+    let mut c = Wire::login(host.addr("imap"));
+    // (wire form, name as the store holds it)
+    let names = [
+        ("\"R&-D\"", "R&-D", "R&D"),
+        ("\"say \\\"hi\\\"\"", "\"say \\\"hi\\\"\"", "say \"hi\""),
+        ("Entw&APw-rfe", "Entw&APw-rfe", "Entwürfe"),
+        ("&ZeVnLIqe-/&U,BTFw-", "&ZeVnLIqe-/&U,BTFw-", "日本語/台北"),
+    ];
+    for (n, (arg, listed, utf8)) in names.iter().enumerate() {
+        ok(&c.cmd(&format!("c{n} CREATE {arg}")));
+        let r = ok(&c.cmd(&format!("l{n} LIST \"\" {arg}"))).to_vec();
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert!(r[0].ends_with(&format!("\"/\" {listed}")), "{r:?} for {utf8}");
+        let r = ok(&c.cmd(&format!("s{n} SELECT {arg}"))).to_vec();
+        assert!(r.contains(&"* 0 EXISTS".to_owned()), "{r:?}");
+        append(&mut c, arg, &message("x", "y"));
+        let r = ok(&c.cmd(&format!("t{n} STATUS {arg} (MESSAGES)"))).to_vec();
+        assert!(r[0].ends_with("(MESSAGES 1)"), "{r:?}");
+    }
+    // Non-canonical modified UTF-7 ("a" spelt in base64) is refused.
+    let r = c.cmd("bad CREATE &AGE-");
+    assert!(r.last().unwrap().starts_with("bad BAD"), "{r:?}");
+
+}
+
+#[test]
+fn big_message_is_streamed_whole() {
+    let host = start("");
+    let data = std::fs::read(corpus("016-big-text-2mb.eml")).unwrap();
+    deliver(&host, &data);
+    let mut c = Wire::login(host.addr("imap"));
+    ok(&c.cmd("s1 SELECT INBOX"));
+    let r = ok(&c.cmd("f1 FETCH 1 (RFC822.SIZE BODY.PEEK[])")).to_vec();
+    let expected_header = format!("* 1 FETCH (RFC822.SIZE {} BODY[] {{{}}}\r\n", data.len(), data.len());
+    assert!(r[0].starts_with(&expected_header), "{}", &r[0][..80]);
+    assert_eq!(&r[0].as_bytes()[expected_header.len()..expected_header.len() + data.len()], &data[..]);
+    let r = ok(&c.cmd("f2 FETCH 1 (BODY.PEEK[]<1000000.10>)")).to_vec();
+    let tail = &data[1_000_000..1_000_010];
+    assert!(r[0].as_bytes().ends_with(&[tail, b")"].concat()), "{:?}", r[0]);
+}
+
+/// Messages in a Maildir folder (`new/` and `cur/`).
+fn count_maildir(dir: &Path) -> usize {
+    ["new", "cur"]
+        .iter()
+        .filter_map(|sub| std::fs::read_dir(dir.join(sub)).ok())
+        .map(|entries| entries.count())
+        .sum()
+}
+
+/// The server's message count of a mailbox, by STATUS.
+fn server_count(host: &Host, mailbox: &str) -> usize {
+    let mut c = Wire::login(host.addr("imap"));
+    let r = ok(&c.cmd(&format!("st STATUS {mailbox} (MESSAGES)"))).to_vec();
+    let n = r[0].rsplit("MESSAGES ").next().unwrap().trim_end_matches(')');
+    n.parse().unwrap()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn curl_lists_fetches_searches_and_appends() {
+    let host = start("");
+    deliver(&host, &message("curly", "fetched by curl"));
+    let port = host.addr("imap").port();
+    let base = format!("imap://127.0.0.1:{port}");
+    let user = format!("{ALICE}:{PASSWORD}");
+
+    let list = run(Command::new("curl").args(["-sS", "-u", &user, &format!("{base}/")]));
+    assert!(list.contains("INBOX") && list.contains("Sent"), "{list}");
+
+    let body = run(Command::new("curl").args(["-sS", "-u", &user, &format!("{base}/INBOX;UID=1")]));
+    assert!(body.contains("Subject: curly") && body.contains("fetched by curl"), "{body}");
+
+    let search = run(Command::new("curl").args([
+        "-sS",
+        "-u",
+        &user,
+        &format!("{base}/INBOX?SUBJECT%20curly"),
+    ]));
+    assert!(search.contains("SEARCH 1"), "{search}");
+
+    let file = host.dir().join("upload.eml");
+    std::fs::write(&file, message("uploaded", "by curl")).unwrap();
+    run(Command::new("curl").args([
+        "-sS",
+        "-u",
+        &user,
+        "-T",
+        file.to_str().unwrap(),
+        &format!("{base}/Drafts"),
+    ]));
+    assert_eq!(server_count(&host, "Drafts"), 1);
+}
+
+#[test]
+fn mbsync_syncs_both_ways_and_back_again() {
+    let host = start("");
+    for n in 1..=3 {
+        deliver(&host, &message(&format!("server{n}"), "from the server"));
+    }
+    let work = tempfile::tempdir().unwrap();
+    let local = work.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let rc = work.path().join("mbsyncrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "IMAPAccount test\nHost 127.0.0.1\nPort {port}\nUser {ALICE}\n\
+             Pass {PASSWORD}\nSSLType None\nAuthMechs LOGIN\n\n\
+             IMAPStore remote\nAccount test\n\n\
+             MaildirStore local\nPath {dir}/\nInbox {dir}/INBOX\nSubFolders Verbatim\n\n\
+             Channel sync\nFar :remote:\nNear :local:\nPatterns *\n\
+             Create Both\nExpunge Both\nSyncState *\n",
+            port = host.addr("imap").port(),
+            dir = local.display(),
+        ),
+    )
+    .unwrap();
+    let mbsync = || {
+        run(Command::new("mbsync").arg("-c").arg(&rc).arg("-a"));
+    };
+
+    // Down: the server's three messages and its folders arrive.
+    mbsync();
+    assert_eq!(count_maildir(&local.join("INBOX")), 3);
+    assert!(local.join("Sent").is_dir() && local.join("Trash").is_dir());
+
+    // Up: a message written locally reaches the server.
+    let new = local.join("INBOX/new/1700000000.local.test");
+    std::fs::write(&new, message("local1", "from the laptop")).unwrap();
+    mbsync();
+    assert_eq!(server_count(&host, "INBOX"), 4);
+
+    // Back again: a server-side expunge reaches the local side; a new
+    // server folder with mail appears there.
+    let mut c = Wire::login(host.addr("imap"));
+    ok(&c.cmd("s1 SELECT INBOX"));
+    ok(&c.cmd("s2 STORE 1 +FLAGS.SILENT (\\Deleted)"));
+    ok(&c.cmd("s3 EXPUNGE"));
+    ok(&c.cmd("s4 CREATE Lists"));
+    append(&mut c, "Lists", &message("list1", "x"));
+    drop(c);
+    mbsync();
+    assert_eq!(count_maildir(&local.join("INBOX")), 3);
+    assert_eq!(count_maildir(&local.join("Lists")), 1);
+
+    // A second run with no changes moves nothing: nothing lost, nothing
+    // doubled.
+    mbsync();
+    assert_eq!(count_maildir(&local.join("INBOX")), 3);
+    assert_eq!(server_count(&host, "INBOX"), 3);
+    assert_eq!(server_count(&host, "Lists"), 1);
+}
+
+#[test]
+fn offlineimap_syncs_a_mailbox() {
+    let host = start("");
+    for n in 1..=2 {
+        deliver(&host, &message(&format!("offline{n}"), "for offlineimap"));
+    }
+    let work = tempfile::tempdir().unwrap();
+    let conf = work.path().join("offlineimaprc");
+    std::fs::write(
+        &conf,
+        format!(
+            "[general]\naccounts = test\nmetadata = {dir}/meta\n\n\
+             [Account test]\nlocalrepository = local\nremoterepository = remote\n\n\
+             [Repository local]\ntype = Maildir\nlocalfolders = {dir}/mail\n\n\
+             [Repository remote]\ntype = IMAP\nremotehost = 127.0.0.1\n\
+             remoteport = {port}\nremoteuser = {ALICE}\nremotepass = {PASSWORD}\n\
+             ssl = no\nstarttls = no\n",
+            dir = work.path().display(),
+            port = host.addr("imap").port(),
+        ),
+    )
+    .unwrap();
+    let sync = || {
+        run(Command::new("offlineimap").arg("-c").arg(&conf).args(["-o", "-u", "basic"]));
+    };
+    sync();
+    let inbox = work.path().join("mail/INBOX");
+    assert_eq!(count_maildir(&inbox), 2);
+
+    std::fs::write(
+        inbox.join("new/1700000001.offline.test"),
+        message("offline-up", "from offlineimap"),
+    )
+    .unwrap();
+    sync();
+    sync();
+    assert_eq!(server_count(&host, "INBOX"), 3);
+    assert_eq!(count_maildir(&inbox), 3);
+}
+
+/// The hand-checked BODYSTRUCTURE and ENVELOPE of every corpus message,
+/// as (file name, BODYSTRUCTURE, ENVELOPE).
+fn corpus_fixture() -> Vec<(String, String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/imap/tests/corpus-structure.txt");
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    lines
+        .chunks(3)
+        .map(|c| (c[0].to_owned(), c[1].to_owned(), c[2].to_owned()))
+        .collect()
+}
+
+#[test]
+fn bodystructure_and_envelope_of_every_corpus_message() {
+    let host = start("");
+    let fixture = corpus_fixture();
+    assert_eq!(fixture.len(), 27);
+    let mut c = Wire::login(host.addr("imap"));
+    for (name, _, _) in &fixture {
+        let data = std::fs::read(corpus(name)).unwrap();
+        append(&mut c, "INBOX", &data);
+    }
+    ok(&c.cmd("s1 EXAMINE INBOX"));
+    for (n, (name, structure, envelope)) in fixture.iter().enumerate() {
+        let n = n + 1;
+        let r = ok(&c.cmd(&format!("f{n} FETCH {n} (BODYSTRUCTURE ENVELOPE)"))).to_vec();
+        let got = r[0].replace('\r', "\\r").replace('\n', "\\n");
+        let want = format!("* {n} FETCH (BODYSTRUCTURE {structure} ENVELOPE {envelope})");
+        assert_eq!(got, want, "{name}");
+    }
+    // BODY[section] of a nested message, and its MIME header.
+    let seven = fixture.iter().position(|f| f.0.starts_with("007")).unwrap() + 1;
+    let r = ok(&c.cmd(&format!("g1 FETCH {seven} (BODY.PEEK[2.1] BODY.PEEK[2.HEADER.FIELDS (SUBJECT)] BODY.PEEK[2.MIME])"))).to_vec();
+    assert!(r[0].contains("BODY[2.1] {29}\r\nI am the forwarded message.\r\n"), "{}", r[0]);
+    assert!(r[0].contains("Subject: the original\r\n\r\n"), "{}", r[0]);
+    assert!(r[0].contains("BODY[2.MIME] {"), "{}", r[0]);
+    assert!(r[0].contains("Content-Type: message/rfc822\r\n"), "{}", r[0]);
+}
+
+/// STARTTLS with imaplib, and the classic injection: a command sent in
+/// the same packet as STARTTLS must be dropped, never run after the
+/// handshake (CVE-2011-0411 and its IMAP cousins).
+const STARTTLS_SCRIPT: &str = r#"
+import imaplib, socket, ssl, sys
+port = int(sys.argv[1])
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+
+M = imaplib.IMAP4("127.0.0.1", port)
+assert "STARTTLS" in M.capabilities, M.capabilities
+M.starttls(ssl_context=ctx)
+assert "STARTTLS" not in M.capabilities, M.capabilities
+M.login("alice@example.org", "secret")
+assert M.select("INBOX")[0] == "OK"
+M.logout()
+
+s = socket.create_connection(("127.0.0.1", port))
+f = s.makefile("rb")
+f.readline()
+s.sendall(b"a STARTTLS\r\nb LOGIN alice@example.org secret\r\n")
+line = f.readline()
+assert line.startswith(b"a OK"), line
+t = ctx.wrap_socket(s)
+t.sendall(b"c NOOP\r\n")
+tf = t.makefile("rb")
+line = tf.readline()
+assert line.startswith(b"c OK"), line
+t.sendall(b"d SELECT INBOX\r\n")
+line = tf.readline()
+assert line.startswith(b"d BAD"), line
+print("ALL OK")
+"#;
+
+#[test]
+fn starttls_upgrades_and_attack_injected_command_is_dropped() {
+    let host = start_with(
+        "[tls]\ncertificate = \"{dir}/tls.crt\"\nkey = \"{dir}/tls.key\"",
+        "tls = \"starttls\"\nplaintext-auth = \"never\"",
+        "starttls = \"true\"",
+    );
+    let port = host.addr("imap").port().to_string();
+    let out = python(STARTTLS_SCRIPT, &[&port]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ALL OK"),
+        "{stdout}\n{}\nhost log:\n{}",
         String::from_utf8_lossy(&out.stderr),
         host.log()
     );
