@@ -93,6 +93,18 @@ enum PluginCommand {
         /// The `.wasm` component.
         file: PathBuf,
     },
+    /// Time instantiating a plugin in fresh sessions, as the host does
+    /// per connection, and print the percentiles.
+    Bench {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// How many instantiations to time.
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// The role to load it for.
+        #[arg(long, default_value = "session")]
+        role: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -162,6 +174,9 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             mailhost_store::user_command(&accounts.users_file, command)
         }
         Command::Plugin {
+            command: PluginCommand::Bench { file, count, role },
+        } => plugin_bench(&file, count, &role),
+        Command::Plugin {
             command: PluginCommand::Inspect { file },
         } => {
             let engine = wasmtime::Engine::default();
@@ -169,6 +184,38 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn plugin_bench(file: &std::path::Path, count: usize, role: &str) -> anyhow::Result<()> {
+    let role: config::Role = toml::Value::String(role.to_owned())
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("unknown role `{role}`"))?;
+    let mut config: Config = toml::from_str("")?;
+    config.limits.max_connections = 64;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let engine = plugin::engine(&config)?;
+        let linkers = plugin::Linkers::new(&engine)?;
+        let loaded = std::sync::Arc::new(plugin::load(&engine, &linkers, file, role)?);
+
+        // Warm up the pool slots and the code pages first.
+        session::time_instantiation(&engine, loaded.clone(), 100).await?;
+        let times = session::time_instantiation(&engine, loaded, count.max(1)).await?;
+        let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+        let mean = times.iter().sum::<std::time::Duration>() / times.len() as u32;
+        println!(
+            "instantiate count={} mean={:.1}us p50={:.1}us p99={:.1}us max={:.1}us",
+            times.len(),
+            mean.as_secs_f64() * 1e6,
+            at(0.50).as_secs_f64() * 1e6,
+            at(0.99).as_secs_f64() * 1e6,
+            times[times.len() - 1].as_secs_f64() * 1e6,
+        );
+        Ok(())
+    })
 }
 
 fn init_tracing() {

@@ -158,6 +158,36 @@ pub async fn run(
     facts: Facts,
     io: ConnIo,
 ) -> (Outcome, u64, u64) {
+    let plugin = params.plugin.clone();
+    let error_reply = params.error_reply.clone();
+    let mut store = new_store(engine, params, facts, io);
+
+    let outcome = call_plugin(&mut store, &plugin).await;
+    let outcome = match outcome {
+        Ok(()) => Outcome::Completed,
+        Err(err) => {
+            let cause = match store.data().stopped {
+                Some(Stopped::CpuSlice) => "cpu slice exhausted".to_owned(),
+                None => trap_summary(&err),
+            };
+            store.data_mut().io.write_reply(&error_reply).await;
+            Outcome::Trapped(cause)
+        }
+    };
+
+    let state = store.data_mut();
+    state.io.close().await;
+    (outcome, state.io.bytes_in, state.io.bytes_out)
+}
+
+/// A store for one session with its limits: memory cap, table and handle
+/// caps, host-call copy cap, and the CPU slice through epochs.
+pub fn new_store(
+    engine: &Engine,
+    params: SessionParams,
+    facts: Facts,
+    io: ConnIo,
+) -> Store<SessionState> {
     let span = tracing::Span::current();
     let log = PluginLog::new(params.log_rate);
     let wasi = WasiCtxBuilder::new()
@@ -198,23 +228,53 @@ pub async fn run(
     store.set_hostcall_fuel(HOSTCALL_FUEL);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(cpu_slice_check);
+    store
+}
 
-    let outcome = call_plugin(&mut store, &params.plugin).await;
-    let outcome = match outcome {
-        Ok(()) => Outcome::Completed,
-        Err(err) => {
-            let cause = match store.data().stopped {
-                Some(Stopped::CpuSlice) => "cpu slice exhausted".to_owned(),
-                None => trap_summary(&err),
-            };
-            store.data_mut().io.write_reply(&params.error_reply).await;
-            Outcome::Trapped(cause)
-        }
-    };
+/// Instantiate `plugin` `count` times in fresh stores, as sessions do,
+/// without running it; returns each instantiation's duration, sorted.
+pub async fn time_instantiation(
+    engine: &Engine,
+    plugin: Arc<Plugin>,
+    count: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let (_keep, shutdown) = tokio::sync::watch::channel(false);
+    let mut times = Vec::with_capacity(count);
 
-    let state = store.data_mut();
-    state.io.close().await;
-    (outcome, state.io.bytes_in, state.io.bytes_out)
+    for _ in 0..count {
+        let params = SessionParams {
+            plugin: plugin.clone(),
+            settings: Arc::new(Vec::new()),
+            max_memory: 64 << 20,
+            cpu_slice: Duration::from_secs(1),
+            log_rate: 50,
+            error_reply: "".into(),
+            store: None,
+        };
+        let facts = Facts {
+            id: 0,
+            listener: "bench".into(),
+            peer: ([127, 0, 0, 1], 0).into(),
+            local: ([127, 0, 0, 1], 0).into(),
+            plaintext_auth: PlaintextAuth::Never,
+        };
+        let io = ConnIo::new(
+            crate::conn::Stream::Gone,
+            None,
+            None,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            shutdown.clone(),
+        );
+
+        let started = Instant::now();
+        let mut store = new_store(engine, params, facts, io);
+        plugin.pre.instantiate_async(&mut store).await?;
+        times.push(started.elapsed());
+    }
+
+    times.sort();
+    Ok(times)
 }
 
 async fn call_plugin(store: &mut Store<SessionState>, plugin: &Plugin) -> wasmtime::Result<()> {

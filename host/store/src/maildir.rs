@@ -268,28 +268,37 @@ pub(crate) fn scan(
     let mut list = locked.load(store)?;
     let mut present = current_names_sized(dir, list.records.len() + 64)?;
 
+    // Match the records against the files, in UID order.
+    let before = list.records.len();
+    let mut found: Vec<(Record, Option<(String, bool)>)> = std::mem::take(&mut list.records)
+        .into_iter()
+        .map(|rec| {
+            let entry = present.remove(UidList::base_of(&rec));
+            (rec, entry)
+        })
+        .collect();
+
     // `readdir` may skip a file that another program (one that ignores
     // our lock) renames meanwhile. Taking such a file for expunged would
     // give it a new UID when it shows up again, so before dropping any
-    // record, list the folder once more and merge what that finds.
-    let missing = list
-        .records
-        .iter()
-        .any(|rec| !present.contains_key(UidList::base_of(rec)));
-    if missing {
-        for (base, entry) in current_names(dir)? {
-            present.insert(base, entry);
+    // record, list the folder once more and look again.
+    if found.iter().any(|(_, entry)| entry.is_none()) {
+        let mut again = current_names(dir)?;
+        for (rec, entry) in found.iter_mut().filter(|(_, e)| e.is_none()) {
+            *entry = again.remove(UidList::base_of(rec));
+        }
+        // Unnumbered files may have been renamed between the listings
+        // too; files that arrived since wait for the next scan.
+        for (base, entry) in again {
+            if let Some(slot) = present.get_mut(&base) {
+                *slot = entry;
+            }
         }
     }
-
-    // Keep the records whose file is still there, in UID order.
-    let before = list.records.len();
-    let mut files: Vec<(Record, String, bool)> = Vec::with_capacity(before);
-    for rec in std::mem::take(&mut list.records) {
-        if let Some((name, in_new)) = present.remove(UidList::base_of(&rec)) {
-            files.push((rec, name, in_new));
-        }
-    }
+    let mut files: Vec<(Record, String, bool)> = found
+        .into_iter()
+        .filter_map(|(rec, entry)| entry.map(|(name, in_new)| (rec, name, in_new)))
+        .collect();
     let mut changed = files.len() != before;
 
     // The rest are new: UIDs in name order, which is arrival order for
