@@ -38,9 +38,10 @@ pub struct Config {
     #[serde(default)]
     pub accounts: Option<AccountsConfig>,
 
-    /// The default certificate for listeners that name none.
+    /// The default certificate for listeners that name none, and the
+    /// certificates chosen by SNI name.
     #[serde(default)]
-    pub tls: Option<TlsFiles>,
+    pub tls: Option<TlsConfig>,
 
     /// The listeners, at least one.
     #[serde(default, rename = "listener")]
@@ -104,6 +105,40 @@ pub struct AccountsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The top-level `[tls]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsConfig {
+    /// The default certificate chain (PEM), for clients that send no
+    /// server name or one no `[[tls.sni]]` entry names.
+    pub certificate: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// More certificates, each served to clients asking for one of its
+    /// names by SNI.
+    #[serde(default)]
+    pub sni: Vec<SniCertificate>,
+}
+
+impl TlsConfig {
+    pub fn default_files(&self) -> TlsFiles {
+        TlsFiles {
+            certificate: self.certificate.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// One `[[tls.sni]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SniCertificate {
+    /// Server names this certificate answers, such as `mail.example.org`.
+    pub names: Vec<String>,
     pub certificate: PathBuf,
     pub key: PathBuf,
 }
@@ -401,6 +436,10 @@ impl Config {
         if let Some(tls) = &mut self.tls {
             resolve(&mut tls.certificate);
             resolve(&mut tls.key);
+            for entry in &mut tls.sni {
+                resolve(&mut entry.certificate);
+                resolve(&mut entry.key);
+            }
         }
         for listener in &mut self.listeners {
             resolve(&mut listener.plugin);
@@ -488,7 +527,7 @@ impl Config {
                 certificate: certificate.clone(),
                 key: key.clone(),
             }),
-            (_, _, Some(default)) => Some(default.clone()),
+            (_, _, Some(default)) => Some(default.default_files()),
             _ => None,
         }
     }

@@ -150,7 +150,8 @@ fn run_command(command: Command) -> anyhow::Result<()> {
                     config.path.display()
                 );
             };
-            if tls::ensure_self_signed(files)? {
+            let files = files.default_files();
+            if tls::ensure_self_signed(&files)? {
                 println!("wrote `{}`", files.certificate.display());
             }
             Ok(())

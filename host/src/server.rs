@@ -32,7 +32,8 @@ pub struct Listener {
     pub plugin: RwLock<Arc<Plugin>>,
     pub counter: Arc<Counter>,
     pub settings: Arc<Vec<(String, String)>>,
-    pub tls: Option<TlsOffer>,
+    /// The TLS acceptor; replaced when SIGHUP reloads certificates.
+    pub tls: RwLock<Option<TlsOffer>>,
     pub busy_reply: Arc<str>,
     pub error_reply: Arc<str>,
     pub store: Option<crate::store_glue::StoreCtx>,
@@ -59,14 +60,8 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
     for listener in &config.listeners {
         let loaded = plugin::load(&engine, &linkers, &listener.plugin, listener.role)
             .with_context(|| format!("listener `{}`", listener.name))?;
-        let tls = match config.tls_files(listener) {
-            Some(files) => Some(TlsOffer {
-                acceptor: crate::tls::acceptor(&files)
-                    .with_context(|| format!("listener `{}`", listener.name))?,
-                handshake_timeout: Duration::from_secs(listener.handshake_timeout),
-            }),
-            None => None,
-        };
+        let tls = tls_offer(&config, listener)
+            .with_context(|| format!("listener `{}`", listener.name))?;
         let counter = Counter::new(
             listener
                 .max_connections
@@ -81,7 +76,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
             plugin: RwLock::new(Arc::new(loaded)),
             counter,
             settings: Arc::new(listener.settings_strings()),
-            tls,
+            tls: RwLock::new(tls),
             busy_reply: listener.busy_reply().into(),
             error_reply: listener.error_reply().into(),
             store,
@@ -101,6 +96,43 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         listeners,
         next_id: AtomicU64::new(1),
     })
+}
+
+/// The TLS a listener offers, loaded from the files its config names.
+fn tls_offer(config: &Config, listener: &ListenerConfig) -> anyhow::Result<Option<TlsOffer>> {
+    let Some(files) = config.tls_files(listener) else {
+        return Ok(None);
+    };
+    let sni = config
+        .tls
+        .as_ref()
+        .map(|tls| tls.sni.as_slice())
+        .unwrap_or(&[]);
+
+    Ok(Some(TlsOffer {
+        acceptor: crate::tls::acceptor(&files, sni)?,
+        handshake_timeout: Duration::from_secs(listener.handshake_timeout),
+    }))
+}
+
+/// Load every listener's certificates again. A listener whose files fail
+/// to load keeps its old ones; sessions already encrypted are untouched.
+fn reload_certificates(server: &Server) {
+    for listener in &server.listeners {
+        let name = &listener.config.name;
+        match tls_offer(&server.config, &listener.config) {
+            Ok(Some(offer)) => {
+                *listener.tls.write().unwrap() = Some(offer);
+                tracing::info!(listener = %name, "certificates reloaded");
+            }
+            Ok(None) => {}
+            Err(err) => tracing::error!(
+                listener = %name,
+                cause = format!("{err:#}"),
+                "certificate reload failed, keeping the old ones"
+            ),
+        }
+    }
 }
 
 /// Serve until a signal, then drain and return.
@@ -136,9 +168,20 @@ pub async fn run(server: Server) -> anyhow::Result<()> {
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading certificates");
+                let server = server.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    reload_certificates(&server)
+                })
+                .await;
+            }
+        }
     }
 
     // Stop accepting first, then tell the sessions: a plugin's next read
@@ -266,7 +309,8 @@ async fn serve(
 
     // Implicit TLS is finished before any instance exists, so a client
     // that stalls or talks plaintext costs no plugin.
-    let (stream, tls_info, starttls) = match (&listener.tls, config.tls) {
+    let offer = listener.tls.read().unwrap().clone();
+    let (stream, tls_info, starttls) = match (&offer, config.tls) {
         (Some(offer), TlsMode::Implicit) => {
             let handshake = offer.acceptor.accept(tcp);
             match tokio::time::timeout(offer.handshake_timeout, handshake).await {

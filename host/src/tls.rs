@@ -2,39 +2,80 @@
 //! SNI choosing among certificates, and a self-signed certificate for a
 //! first run.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::crypto::CryptoProvider;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{self, ServerConfig, ServerConnection};
 
 use crate::bindings::TlsInfo;
-use crate::config::TlsFiles;
+use crate::config::{SniCertificate, TlsFiles};
 
-/// Load a certificate chain and its key and check that they belong
-/// together. Errors name the file at fault.
-pub fn acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
-    let chain = load_chain(&files.certificate)?;
-    let key = load_key(&files.key)?;
-
+/// Build the acceptor of a listener: its default certificate, plus the
+/// certificates chosen by SNI name. TLS 1.2 and 1.3 only. Errors name the
+/// file at fault.
+pub fn acceptor(default: &TlsFiles, sni: &[SniCertificate]) -> anyhow::Result<TlsAcceptor> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut by_name = HashMap::new();
+    for entry in sni {
+        let files = TlsFiles {
+            certificate: entry.certificate.clone(),
+            key: entry.key.clone(),
+        };
+        let certified = certified_key(&files, &provider)?;
+        for name in &entry.names {
+            by_name.insert(name.to_ascii_lowercase(), certified.clone());
+        }
+    }
+    let resolver = SniResolver {
+        default: certified_key(default, &provider)?,
+        by_name,
+    };
+
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("TLS 1.2 and 1.3 are unavailable")?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .with_context(|| {
-            format!(
-                "certificate `{}` does not match key `{}`",
-                files.certificate.display(),
-                files.key.display()
-            )
-        })?;
+        .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = Vec::new();
 
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn certified_key(files: &TlsFiles, provider: &CryptoProvider) -> anyhow::Result<Arc<CertifiedKey>> {
+    let chain = load_chain(&files.certificate)?;
+    let key = load_key(&files.key)?;
+    let certified = CertifiedKey::from_der(chain, key, provider).with_context(|| {
+        format!(
+            "certificate `{}` does not match key `{}`",
+            files.certificate.display(),
+            files.key.display()
+        )
+    })?;
+    Ok(Arc::new(certified))
+}
+
+/// Picks the certificate for the server name a client asks for, or the
+/// default one for an unknown name or none.
+#[derive(Debug)]
+struct SniResolver {
+    default: Arc<CertifiedKey>,
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let chosen = hello
+            .server_name()
+            .and_then(|name| self.by_name.get(&name.to_ascii_lowercase()));
+        Some(chosen.unwrap_or(&self.default).clone())
+    }
 }
 
 fn load_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {

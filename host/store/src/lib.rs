@@ -54,6 +54,8 @@
 //! assert!(text.starts_with(b"Return-Path: <bob@example.net>\r\n"));
 //! ```
 
+#![warn(missing_docs)]
+
 mod account;
 pub mod accounts;
 mod delivery;
@@ -80,6 +82,7 @@ pub use delivery::{Delivery, MAX_RECIPIENTS, MAX_RETURN_PATH_LEN, RecipientResul
 pub use dotlock::{STALE_AFTER, WAIT_LIMIT};
 pub use error::{AuthError, DeliveryError, FileError, StoreError};
 pub use folder::{Folder, MAX_READ_LEN};
+pub use maildir::STABLE_AFTER;
 pub use store::{Store, account_path};
 pub use throttle::LoginThrottle;
 pub use types::{Changes, FlagOperation, FolderInfo, FolderStatus, MessageInfo, OpenMode};

@@ -205,6 +205,28 @@ fn delivery_syncs_file_before_rename_before_dir() {
     let (a, b, c) = (sync_file.unwrap(), place.unwrap(), sync_dir.unwrap());
     assert!(a < b && b < c, "order was {steps:?}");
     assert!(names_in(&acct.root().join("tmp")).is_empty(), "tmp cleaned");
+
+    // APPEND: file synced, linked into cur/, cur/ synced, and only then
+    // the uidlist (which makes the UID the client is told durable).
+    let mut ap = acct.begin_append("INBOX", &[], None, MAX).unwrap();
+    ap.write(b"Subject: appended\r\n\r\n").unwrap();
+    fsutil::record_steps();
+    ap.commit().unwrap();
+    let steps = fsutil::take_steps();
+    let cur = acct.root().join("cur");
+    let tmp = acct.root().join("tmp");
+    let sync_file = steps
+        .iter()
+        .position(|s| matches!(s, Step::SyncFile(p) if p.starts_with(&tmp)));
+    let place = steps.iter().position(
+        |s| matches!(s, Step::Place { from, to } if from.starts_with(&tmp) && to.starts_with(&cur)),
+    );
+    let sync_cur = steps.iter().position(|s| *s == Step::SyncDir(cur.clone()));
+    let uidlist = steps
+        .iter()
+        .position(|s| matches!(s, Step::Place { to, .. } if to.ends_with("dovecot-uidlist")));
+    let order = [sync_file, place, sync_cur, uidlist].map(Option::unwrap);
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "order was {steps:?}");
 }
 
 #[test]

@@ -15,8 +15,8 @@ struct Echo;
 
 impl Guest for Echo {
     fn run(conn: Connection) {
-        let greeting = mailhost_sdk::settings::get("greeting")
-            .unwrap_or_else(|| "echo ready".to_owned());
+        let greeting =
+            mailhost_sdk::settings::get("greeting").unwrap_or_else(|| "echo ready".to_owned());
         let max_line: u32 = mailhost_sdk::setting_or("max-line", 4096);
         let mut session = Session::new(conn);
         session.queue(format!("OK {greeting}\r\n").as_bytes());
@@ -44,12 +44,21 @@ impl Guest for Echo {
                 "INFO" => {
                     let info = session.info();
                     let tls = match info.tls {
-                        Some(tls) => format!("{} {}", tls.version, tls.cipher),
+                        Some(tls) => format!(
+                            "{} cipher={} sni={}",
+                            tls.version,
+                            tls.cipher,
+                            tls.server_name.as_deref().unwrap_or("-")
+                        ),
                         None => "none".to_owned(),
                     };
+                    let plaintext = match info.plaintext_auth_allowed {
+                        true => "yes",
+                        false => "no",
+                    };
                     let reply = format!(
-                        "OK listener={} peer={}:{} tls={}\r\n",
-                        info.listener, info.peer_address, info.peer_port, tls
+                        "OK listener={} peer={}:{} plaintext-auth={} tls={}\r\n",
+                        info.listener, info.peer_address, info.peer_port, plaintext, tls
                     );
                     session.queue(reply.as_bytes());
                 }
