@@ -2,8 +2,9 @@
 //! lines a plugin prints to stdout or stderr, both rate-limited per
 //! session so a chatty or hostile plugin cannot flood the log.
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -30,10 +31,13 @@ struct Bucket {
 #[derive(Debug, Clone)]
 pub struct PluginLog {
     bucket: Arc<Mutex<Bucket>>,
+    callsites: &'static Callsites,
 }
 
 impl PluginLog {
-    pub fn new(rate_per_second: u32) -> PluginLog {
+    /// A limiter of `rate_per_second` records for a session of
+    /// `listener`, whose records go under the target `plugin::<listener>`.
+    pub fn new(rate_per_second: u32, listener: &str) -> PluginLog {
         let rate = f64::from(rate_per_second.max(1));
         PluginLog {
             bucket: Arc::new(Mutex::new(Bucket {
@@ -42,6 +46,7 @@ impl PluginLog {
                 refilled: Instant::now(),
                 dropped: 0,
             })),
+            callsites: callsites_for(listener),
         }
     }
 
@@ -62,22 +67,112 @@ impl PluginLog {
         Some(std::mem::take(&mut bucket.dropped))
     }
 
-    /// Emit one record at `level` under the `plugin` target. The session
-    /// span supplies the connection id, listener and peer.
+    /// Emit one record at `level` under the target `plugin::<listener>`,
+    /// so operators filter by listener (`RUST_LOG=plugin::smtp=debug`).
+    /// The session span supplies the connection id and peer.
     pub fn record(&self, level: wit::Level, message: &str) {
         let Some(dropped) = self.admit() else { return };
         if dropped > 0 {
-            tracing::warn!(target: "plugin", dropped, "plugin log records dropped");
+            let note = format!("{dropped} plugin log records dropped");
+            self.callsites.emit(wit::Level::Warn, &note);
         }
 
-        let message = truncate(message, MAX_RECORD);
-        match level {
-            wit::Level::Trace => tracing::trace!(target: "plugin", "{message}"),
-            wit::Level::Debug => tracing::debug!(target: "plugin", "{message}"),
-            wit::Level::Info => tracing::info!(target: "plugin", "{message}"),
-            wit::Level::Warn => tracing::warn!(target: "plugin", "{message}"),
-            wit::Level::Error => tracing::error!(target: "plugin", "{message}"),
+        self.callsites.emit(level, truncate(message, MAX_RECORD));
+    }
+}
+
+/// Most distinct listener names that get a log target of their own; past
+/// it (only reachable through many config reloads) records share one.
+const MAX_LOG_TARGETS: usize = 256;
+
+/// `tracing` needs a static callsite per target and level. Listener
+/// names come from the config, so each gets one set, made once and kept
+/// for the life of the process.
+#[derive(Debug)]
+pub struct Callsites {
+    by_level: [PluginCallsite; 5],
+}
+
+#[derive(Debug)]
+struct PluginCallsite {
+    metadata: OnceLock<tracing_core::Metadata<'static>>,
+}
+
+impl tracing_core::Callsite for PluginCallsite {
+    fn set_interest(&self, _interest: tracing_core::Interest) {}
+
+    fn metadata(&self) -> &tracing_core::Metadata<'_> {
+        self.metadata.get().expect("callsite metadata is set at creation")
+    }
+}
+
+fn callsites_for(listener: &str) -> &'static Callsites {
+    static MADE: OnceLock<Mutex<HashMap<String, &'static Callsites>>> = OnceLock::new();
+    let mut made = MADE.get_or_init(Default::default).lock().unwrap();
+
+    let key = if made.len() < MAX_LOG_TARGETS || made.contains_key(listener) {
+        listener
+    } else {
+        "other"
+    };
+    if let Some(existing) = made.get(key) {
+        return existing;
+    }
+
+    let target: &'static str = Box::leak(format!("plugin::{key}").into_boxed_str());
+    let callsites: &'static Callsites = Box::leak(Box::new(Callsites {
+        by_level: std::array::from_fn(|_| PluginCallsite { metadata: OnceLock::new() }),
+    }));
+    let levels = [
+        tracing::Level::TRACE,
+        tracing::Level::DEBUG,
+        tracing::Level::INFO,
+        tracing::Level::WARN,
+        tracing::Level::ERROR,
+    ];
+    for (callsite, level) in callsites.by_level.iter().zip(levels) {
+        let fields = tracing_core::field::FieldSet::new(
+            &["message"],
+            tracing_core::identify_callsite!(callsite),
+        );
+        let metadata = tracing_core::Metadata::new(
+            "plugin record",
+            target,
+            level,
+            None,
+            None,
+            None,
+            fields,
+            tracing_core::metadata::Kind::EVENT,
+        );
+        let _ = callsite.metadata.set(metadata);
+        tracing_core::callsite::register(callsite);
+    }
+    made.insert(key.to_owned(), callsites);
+    callsites
+}
+
+impl Callsites {
+    fn emit(&'static self, level: wit::Level, message: &str) {
+        let index = match level {
+            wit::Level::Trace => 0,
+            wit::Level::Debug => 1,
+            wit::Level::Info => 2,
+            wit::Level::Warn => 3,
+            wit::Level::Error => 4,
+        };
+        let Some(metadata) = self.by_level[index].metadata.get() else {
+            return;
+        };
+        let enabled = tracing::dispatcher::get_default(|d| d.enabled(metadata));
+        if !enabled {
+            return;
         }
+
+        let fields = metadata.fields();
+        let Some(field) = fields.field("message") else { return };
+        let values = [(&field, Some(&message as &dyn tracing::Value))];
+        tracing_core::Event::dispatch(metadata, &fields.value_set(&values));
     }
 }
 
@@ -180,7 +275,7 @@ mod tests {
 
     #[test]
     fn bucket_drops_past_the_rate_and_counts_the_drops() {
-        let log = PluginLog::new(3);
+        let log = PluginLog::new(3, "test");
         assert_eq!(log.admit(), Some(0));
         assert_eq!(log.admit(), Some(0));
         assert_eq!(log.admit(), Some(0));

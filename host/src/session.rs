@@ -189,7 +189,7 @@ pub fn new_store(
     io: ConnIo,
 ) -> Store<SessionState> {
     let span = tracing::Span::current();
-    let log = PluginLog::new(params.log_rate);
+    let log = PluginLog::new(params.log_rate, &facts.listener);
     let wasi = WasiCtxBuilder::new()
         .stdout(OutputToLog::new(
             log.clone(),

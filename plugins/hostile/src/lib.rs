@@ -8,6 +8,7 @@
 //! - `panic`: panics.
 //! - `flood`: writes without end, ignoring errors.
 //! - `noread`: never reads, polling the host in a busy loop.
+//! - `chatty`: logs and prints 10,000 records, then returns.
 //! - `hold`: waits for one line, then returns without a reply, leaving
 //!   the client to see only the close.
 
@@ -29,6 +30,12 @@ impl Guest for Hostile {
             }
             "panic" => panic!("deliberate panic in the hostile plugin"),
             "flood" => flood(&session),
+            "chatty" => {
+                for n in 0..10_000 {
+                    mailhost_sdk::log(mailhost_sdk::Level::Info, &format!("record {n}"));
+                    println!("stdout line {n}");
+                }
+            }
             "noread" => loop {
                 std::hint::black_box(session.connection().buffered());
             },

@@ -101,7 +101,10 @@ max-connections-per-ip = 3
 {}
 "#,
         echo_listener("small", "max-connections = 1\nbusy-reply = \"BUSY small\""),
-        echo_listener("per-ip", "max-connections-per-ip = 1\nbusy-reply = \"BUSY ip\""),
+        echo_listener(
+            "per-ip",
+            "max-connections-per-ip = 1\nbusy-reply = \"BUSY ip\""
+        ),
         echo_listener("wide", "busy-reply = \"BUSY global\""),
     );
     let host = Host::start(&config);
@@ -161,9 +164,8 @@ fn global_limit_refuses_across_listeners() {
 #[test]
 fn hostile_plugins_are_contained_while_200_echo_sessions_complete() {
     let modes = ["spin", "alloc", "stack", "panic", "flood", "noread"];
-    let mut config = String::from(
-        "[limits]\nmax-connections = 400\nmax-connections-per-ip = 400\n",
-    );
+    let mut config =
+        String::from("[limits]\nmax-connections = 400\nmax-connections-per-ip = 400\n");
     config.push_str(&echo_listener("echo", ""));
     for mode in modes {
         config.push_str(&hostile_listener(mode));
@@ -201,7 +203,11 @@ fn hostile_plugins_are_contained_while_200_echo_sessions_complete() {
         }
         let deadline = Instant::now() + Duration::from_secs(20);
         while !session_ended(&host, mode, "trapped") {
-            assert!(Instant::now() < deadline, "{mode} not stopped:\n{}", host.log());
+            assert!(
+                Instant::now() < deadline,
+                "{mode} not stopped:\n{}",
+                host.log()
+            );
             thread::sleep(Duration::from_millis(50));
         }
     }
@@ -220,7 +226,10 @@ fn idle_timeout_makes_the_plugin_say_goodbye() {
     assert_eq!(client.line(), "BYE idle timeout");
     assert_eq!(client.line(), "");
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(900), "fired early: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "fired early: {waited:?}"
+    );
     assert!(waited < Duration::from_secs(10), "fired late: {waited:?}");
 }
 
@@ -243,13 +252,15 @@ fn shutdown_drains_the_running_session_refuses_new_ones_and_exits_0() {
     let status = host.wait_exit(Duration::from_secs(20)).expect("host exits");
     assert_eq!(status.code(), Some(0), "log:\n{}", host.log());
     assert!(host.log().contains("all sessions finished"));
-    assert!(std::net::TcpStream::connect(addr).is_err(), "still accepting");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still accepting"
+    );
 }
 
 #[test]
 fn shutdown_drops_sessions_left_after_the_grace_period() {
-    let config =
-        format!("shutdown-grace = 1\n{}", hostile_listener_with("flood", 60));
+    let config = format!("shutdown-grace = 1\n{}", hostile_listener_with("flood", 60));
     let mut host = Host::start(&config);
 
     // `flood` writes to a client that reads nothing: it sits in a write
@@ -357,10 +368,48 @@ plugin = "{}"
 
 #[test]
 fn plugin_inspect_lists_imports_and_role_verdicts() {
-    let output = mailhost(&["plugin", "inspect", plugin("echo").to_str().unwrap()], b"");
+    let output = mailhost(
+        &["plugin", "inspect", plugin("echo").to_str().unwrap()],
+        b"",
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
-    assert!(stdout.contains("mailhost:plugin/connection@0.1.0"), "{stdout}");
+    assert!(
+        stdout.contains("mailhost:plugin/connection@0.1.0"),
+        "{stdout}"
+    );
     assert!(stdout.contains("mailhost:plugin/handler@0.1.0"), "{stdout}");
     assert!(stdout.contains("session: accepted"), "{stdout}");
+}
+
+#[test]
+fn plugin_records_go_under_the_listener_target_rate_limited() {
+    let config = format!(
+        "{}{}",
+        hostile_listener("chatty"),
+        echo_listener("plain", "")
+    );
+    let host = Host::start(&config);
+
+    // The echo plugin logs why STARTTLS failed on a listener without TLS.
+    let mut client = Client::connect(host.addr("plain"));
+    client.expect("OK echo ready");
+    client.send_line("STARTTLS");
+    client.expect("OK begin TLS");
+    client.expect("ERR TLS not available");
+    assert!(host.wait_for_log("plugin::plain: start-tls failed", Duration::from_secs(5)));
+
+    // 10,000 log records and 10,000 stdout lines in a burst: the default
+    // limit (50 a second) lets a burst of about 50 through and counts the
+    // rest as dropped.
+    let mut chatty = Client::connect(host.addr("chatty"));
+    chatty.expect("OK hostile chatty");
+    chatty.read_to_end();
+    assert!(host.wait_for_log("session ended", Duration::from_secs(10)));
+    thread::sleep(Duration::from_millis(1100));
+    let log = host.log();
+    let kept = log.lines().filter(|l| l.contains("plugin::chatty: ")).count();
+    assert!(kept >= 10, "too few records kept: {kept}");
+    assert!(kept <= 200, "rate limit let {kept} records through");
+    assert!(log.contains("stdout line 0"), "stdout not logged");
 }
