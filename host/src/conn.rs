@@ -85,6 +85,11 @@ impl ConnIo {
         }
     }
 
+    /// Whether `start-tls` would upgrade the session now.
+    pub fn tls_available(&self) -> bool {
+        self.tls.is_none() && self.starttls.is_some()
+    }
+
     pub fn tls_info(&self) -> Option<TlsInfo> {
         self.tls.clone()
     }

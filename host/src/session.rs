@@ -79,6 +79,7 @@ impl SessionState {
             local_port: self.facts.local.port(),
             tls,
             plaintext_auth_allowed,
+            tls_available: self.io.tls_available(),
         }
     }
 }

@@ -108,6 +108,17 @@ impl StoreCtx {
     }
 }
 
+/// The address a recipient means: the bare `postmaster` that every SMTP
+/// server must accept (RFC 5321 4.5.1) is the first local domain's.
+fn recipient_address(accounts: &Accounts, address: &str) -> String {
+    match accounts.domains().first() {
+        Some(domain) if address.eq_ignore_ascii_case("postmaster") => {
+            format!("postmaster@{domain}")
+        }
+        _ => address.to_owned(),
+    }
+}
+
 /// Run `work` on `value` in the blocking pool and hand both back.
 async fn blocking<T, R>(
     mut value: T,
@@ -246,7 +257,9 @@ impl delivery::Host for SessionState {
         address: String,
     ) -> wasmtime::Result<delivery::RecipientStatus> {
         use mailhost_store::RecipientStatus as S;
-        let status = match self.store_ctx()?.accounts().check_recipient(&address) {
+        let accounts = self.store_ctx()?.accounts();
+        let address = recipient_address(&accounts, &address);
+        let status = match accounts.check_recipient(&address) {
             S::Local(_) => delivery::RecipientStatus::Local,
             S::UnknownUser => delivery::RecipientStatus::UnknownUser,
             S::NotLocal => delivery::RecipientStatus::NotLocal,
@@ -266,6 +279,10 @@ impl delivery::Host for SessionState {
         let ctx = self.store_ctx()?;
         let (store, accounts) = (ctx.store.clone(), ctx.accounts());
         let max = ctx.max_message_size;
+        let recipients = recipients
+            .iter()
+            .map(|address| recipient_address(&accounts, address))
+            .collect();
         let (_, begun) = blocking((), move |_| {
             store.begin_delivery(&accounts, &return_path, recipients, max)
         })

@@ -71,6 +71,8 @@ impl Account {
         if !is_folder(&account.root) {
             account.initialize()?;
         }
+        // TODO(#3): remove `tmp/` files older than 36 hours (left by a
+        // crash mid-delivery), as the Maildir spec asks of readers.
         Ok(account)
     }
 

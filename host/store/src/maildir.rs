@@ -372,6 +372,8 @@ pub(crate) fn scan(
     }
 
     let touched = changed || !moved.is_empty();
+    // TODO(#3): append new records instead of rewriting the whole list,
+    // as Dovecot does; a 100,000-message list is ~8 MB per rewrite.
     if changed {
         list.records = records;
         locked.write(&list)?;

@@ -529,11 +529,11 @@ assert tf.readline().startswith(b"221 ")
     );
 }
 
-/// What swaks 20201014 puts on the wire for a file: it sends CRLF "."
-/// CRLF after the data even when the data ends in CRLF, so the message
-/// gains an empty last line. (A file ending in a "." line would be cut
-/// there: swaks takes that line for its own end marker.)
-fn swaks_sent_form(file: &Path) -> Vec<u8> {
+/// What swaks 20201014 and lettre put on the wire for a file: both send
+/// CRLF "." CRLF after the data even when the data ends in CRLF, so the
+/// message gains an empty last line. (swaks would also cut a file that
+/// ends in a "." line there, taking it for its own end marker.)
+fn crlf_appended_form(file: &Path) -> Vec<u8> {
     let mut bytes = std::fs::read(file).unwrap();
     bytes.extend_from_slice(b"\r\n");
     bytes
@@ -590,7 +590,7 @@ fn swaks_pipelining_delivers_intact() {
     for user in ["bob", "carol"] {
         let stored = inbox(&host, user);
         assert_eq!(stored.len(), 1, "{user}");
-        assert_intact(&stored[0], &swaks_sent_form(&file), "swaks pipelining");
+        assert_intact(&stored[0], &crlf_appended_form(&file), "swaks pipelining");
     }
 }
 
@@ -624,7 +624,7 @@ fn swaks_auth_plain_and_login() {
     let stored = inbox(&host, "bob");
     assert_eq!(stored.len(), 2);
     for message in &stored {
-        let received = assert_intact(message, &swaks_sent_form(&file), "swaks auth");
+        let received = assert_intact(message, &crlf_appended_form(&file), "swaks auth");
         assert!(received.contains("authenticated as alice@example.org"));
     }
 }
@@ -660,7 +660,7 @@ fn swaks_lmtp_delivers_per_recipient() {
     for user in ["bob", "carol"] {
         let stored = inbox(&host, user);
         assert_eq!(stored.len(), 1, "{user}");
-        let received = assert_intact(&stored[0], &swaks_sent_form(&file), "swaks lmtp");
+        let received = assert_intact(&stored[0], &crlf_appended_form(&file), "swaks lmtp");
         assert!(received.contains("with LMTP"), "{received}");
     }
 }
@@ -703,7 +703,7 @@ fn lettre_submission_delivers_intact() {
         let stored = inbox(&host, user);
         assert_eq!(stored.len(), files.len(), "{user}");
         for file in &files {
-            let original = sent_form(file);
+            let original = crlf_appended_form(file);
             let found = stored
                 .iter()
                 .any(|message| split_trace(message).1 == original);
@@ -774,6 +774,30 @@ fn command_line_too_long_is_refused_and_session_resyncs() {
     // refuses AUTH itself.
     client.send_line(&format!("AUTH PLAIN {}", "A".repeat(1000)));
     client.expect("503 5.5.1");
+    client.send_line("QUIT");
+    client.expect("221");
+}
+
+#[test]
+fn auth_response_too_long_is_refused() {
+    let host = Setup::mode("submission").start();
+    let mut client = Client::connect(host.addr("smtp"));
+    client.expect("220 ");
+    client.send_line("EHLO client.example");
+    while client.line().starts_with("250-") {}
+
+    // RFC 4954 4 asks for 12288 octets; past that the exchange fails
+    // without reaching the host's password check.
+    client.send_line("AUTH PLAIN");
+    client.expect("334");
+    client.send_line(&"A".repeat(13_000));
+    client.expect("500 5.5.6");
+    client.send_line("NOOP");
+    client.expect("250 2.0.0");
+
+    // A long but legal initial response is still decoded.
+    client.send_line(&format!("AUTH PLAIN {}", "QUFB".repeat(1000)));
+    client.expect("501 5.5.2");
     client.send_line("QUIT");
     client.expect("221");
 }
@@ -956,4 +980,5 @@ transcripts! {
     transcript_lmtp_size_overrun => "lmtp-size-overrun",
     transcript_idle_timeout => "idle-timeout",
     transcript_idle_timeout_in_data => "idle-timeout-in-data",
+    transcript_session_expired => "session-expired",
 }
