@@ -3,6 +3,7 @@
 //! with real clients over real sockets.
 //!
 //! Modules:
+//! - `chain`: SMTP in, POP3 and IMAP out, through all three plugins.
 //! - `host`: limits, containment of hostile plugins, timeouts, shutdown,
 //!   config and plugin validation errors.
 //! - `tls`: implicit TLS and STARTTLS, injection, stalled handshakes.
@@ -11,6 +12,7 @@
 //! - `pop3`: poplib, curl, fetchmail against the POP3 plugin.
 //! - `imap`: imaplib, mbsync, curl against the IMAP plugin.
 
+mod chain;
 mod host;
 mod imap;
 mod pop3;
