@@ -16,7 +16,7 @@ build: plugins
 # Build the protocol, echo and test plugins as components.
 plugins:
     cargo build --release --target {{wasm_target}} \
-        -p mailhost-echo -p mailhost-hostile \
+        -p mailhost-echo -p mailhost-hostile -p mailhost-snoop \
         -p mailhost-smtp -p mailhost-pop3 -p mailhost-imap
 
 # Run the host on the example config (loopback only, ports + 2000).
@@ -28,7 +28,7 @@ run: build
 
 # Run every test: unit tests, then the integration tests on loopback.
 test: build
-    cargo test --workspace --exclude mailhost-echo --exclude mailhost-hostile \
+    cargo test --workspace --exclude mailhost-echo --exclude mailhost-hostile --exclude mailhost-snoop \
         --exclude mailhost-smtp --exclude mailhost-pop3 --exclude mailhost-imap
 
 # Validate a config and the plugins it names.
@@ -51,5 +51,5 @@ fmt-check:
 clippy:
     cargo clippy -p mailhost -p mailhost-tests --all-targets -- -D warnings
     cargo clippy --target {{wasm_target}} -p mailhost-sdk -p mailhost-echo \
-        -p mailhost-hostile -p mailhost-smtp -p mailhost-pop3 \
+        -p mailhost-hostile -p mailhost-snoop -p mailhost-smtp -p mailhost-pop3 \
         -p mailhost-imap -- -D warnings

@@ -1,7 +1,7 @@
 //! The client socket as a plugin sees it: line and byte reads with host
 //! framing and timeouts, writes, and the in-place TLS upgrade.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -335,14 +335,6 @@ pub async fn shutdown_begins(shutdown: &mut watch::Receiver<bool>) {
         if shutdown.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
-    }
-}
-
-impl SessionState {
-    /// Mark the end of a wait on the client: from here the plugin is
-    /// computing again, and its CPU slice starts over.
-    fn resume_cpu(&mut self) {
-        self.running_since = Instant::now();
     }
 }
 

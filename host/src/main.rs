@@ -7,6 +7,7 @@ mod conn;
 mod limits;
 mod plugin;
 mod plugin_log;
+mod reload;
 mod server;
 mod session;
 mod store_glue;
@@ -15,6 +16,7 @@ mod tls;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
@@ -36,6 +38,12 @@ enum Command {
     },
     /// Validate a config and every plugin and file it names.
     Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Tell the host running on a config to reload its plugins and
+    /// certificates (sends SIGHUP to the pid in `<data-dir>/mailhost.pid`).
+    Reload {
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -142,6 +150,27 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Reload { config } => {
+            let config = Config::load_for_setup(&config)?;
+            let pid_path = config.data_dir.join(server::PID_FILE);
+            let text = std::fs::read_to_string(&pid_path).with_context(|| {
+                format!("no running host: failed to read `{}`", pid_path.display())
+            })?;
+            let pid: i32 = text
+                .trim()
+                .parse()
+                .with_context(|| format!("`{}` holds no pid", pid_path.display()))?;
+            // SAFETY: kill(2) sends a signal; no memory is involved.
+            if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+                anyhow::bail!(
+                    "failed to signal pid {pid} from `{}`: {}",
+                    pid_path.display(),
+                    std::io::Error::last_os_error()
+                );
+            }
+            println!("asked pid {pid} to reload");
+            Ok(())
+        }
         Command::SelfSignedCert { config } => {
             let config = Config::load_for_setup(&config)?;
             let Some(files) = &config.tls else {
@@ -200,7 +229,7 @@ fn plugin_bench(file: &std::path::Path, count: usize, role: &str) -> anyhow::Res
     runtime.block_on(async {
         let engine = plugin::engine(&config)?;
         let linkers = plugin::Linkers::new(&engine)?;
-        let loaded = std::sync::Arc::new(plugin::load(&engine, &linkers, file, role)?);
+        let loaded = std::sync::Arc::new(plugin::load(&engine, &linkers, file, role, None)?);
 
         // Warm up the pool slots and the code pages first.
         session::time_instantiation(&engine, loaded.clone(), 100).await?;

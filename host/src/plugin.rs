@@ -3,7 +3,7 @@
 //! `InstancePre` every session instantiates from.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use wasmtime::component::{Component, Linker};
@@ -133,17 +133,25 @@ impl Linkers {
 pub struct Plugin {
     pub path: PathBuf,
     pub pre: AllRolesPre<SessionState>,
-    /// When it was loaded, for the logs.
-    pub loaded: Instant,
 }
 
-/// Read, compile and validate the component at `path` for `role`.
-pub fn load(engine: &Engine, linkers: &Linkers, path: &Path, role: Role) -> anyhow::Result<Plugin> {
+/// Read, compile and validate the component at `path` for `role`. With a
+/// `cache` directory, compiled code is reused from there when the plugin's
+/// bytes and the engine are the same as when it was cached.
+pub fn load(
+    engine: &Engine,
+    linkers: &Linkers,
+    path: &Path,
+    role: Role,
+    cache: Option<&Path>,
+) -> anyhow::Result<Plugin> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("failed to read plugin `{}`", path.display()))?;
-    let component = Component::new(engine, &bytes)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("plugin `{}` is not a valid component", path.display()))?;
+    let component = match cache {
+        Some(dir) => compile_cached(engine, &bytes, dir),
+        None => Component::new(engine, &bytes).map_err(anyhow::Error::from),
+    }
+    .with_context(|| format!("plugin `{}` is not a valid component", path.display()))?;
 
     check_imports(engine, &component, role)
         .with_context(|| format!("plugin `{}` refused", path.display()))?;
@@ -165,8 +173,64 @@ pub fn load(engine: &Engine, linkers: &Linkers, path: &Path, role: Role) -> anyh
     Ok(Plugin {
         path: path.to_path_buf(),
         pre,
-        loaded: Instant::now(),
     })
+}
+
+/// Compile `bytes`, or load the code compiled for them earlier from
+/// `dir`. The cache key is the SHA-256 of the bytes and the engine's
+/// compatibility hash (wasmtime version and settings), so a changed plugin
+/// or host never picks up stale code.
+fn compile_cached(engine: &Engine, bytes: &[u8], dir: &Path) -> anyhow::Result<Component> {
+    use sha2::{Digest, Sha256};
+    use std::hash::{Hash, Hasher};
+
+    let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
+    let digest = Sha256::digest(bytes);
+    let key: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let file = dir.join(format!("{key}-{:016x}.cwasm", engine_hash.finish()));
+
+    if file.exists() {
+        // SAFETY: files in the cache directory are written only by this
+        // function, from wasmtime's own `serialize`; the directory lives in
+        // the host's data directory, which only the host may write.
+        match unsafe { Component::deserialize_file(engine, &file) } {
+            Ok(component) => {
+                tracing::debug!(file = %file.display(), "compiled plugin taken from the cache");
+                return Ok(component);
+            }
+            Err(err) => tracing::warn!(
+                file = %file.display(),
+                cause = %err,
+                "unusable cache entry, compiling again"
+            ),
+        }
+    }
+
+    let component = Component::new(engine, bytes)?;
+    if let Err(err) = write_cache_entry(&component, dir, &file) {
+        tracing::warn!(dir = %dir.display(), cause = format!("{err:#}"), "plugin cache not written");
+    }
+    Ok(component)
+}
+
+/// Write a cache entry to a fresh file and rename it into place: a mapped
+/// entry that another process is using must never change under it.
+fn write_cache_entry(component: &Component, dir: &Path, file: &Path) -> anyhow::Result<()> {
+    let code = component.serialize()?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("failed to create `{}`", dir.display()))?;
+    let temp = dir.join(format!(
+        ".{}.{}.tmp",
+        file.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&temp, code).with_context(|| format!("failed to write `{}`", temp.display()))?;
+    std::fs::rename(&temp, file)
+        .with_context(|| format!("failed to rename into `{}`", file.display()))?;
+    Ok(())
 }
 
 /// Refuse any import the role does not grant, naming it.

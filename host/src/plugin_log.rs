@@ -102,7 +102,9 @@ impl tracing_core::Callsite for PluginCallsite {
     fn set_interest(&self, _interest: tracing_core::Interest) {}
 
     fn metadata(&self) -> &tracing_core::Metadata<'_> {
-        self.metadata.get().expect("callsite metadata is set at creation")
+        self.metadata
+            .get()
+            .expect("callsite metadata is set at creation")
     }
 }
 
@@ -121,7 +123,9 @@ fn callsites_for(listener: &str) -> &'static Callsites {
 
     let target: &'static str = Box::leak(format!("plugin::{key}").into_boxed_str());
     let callsites: &'static Callsites = Box::leak(Box::new(Callsites {
-        by_level: std::array::from_fn(|_| PluginCallsite { metadata: OnceLock::new() }),
+        by_level: std::array::from_fn(|_| PluginCallsite {
+            metadata: OnceLock::new(),
+        }),
     }));
     let levels = [
         tracing::Level::TRACE,
@@ -170,7 +174,9 @@ impl Callsites {
         }
 
         let fields = metadata.fields();
-        let Some(field) = fields.field("message") else { return };
+        let Some(field) = fields.field("message") else {
+            return;
+        };
         let values = [(&field, Some(&message as &dyn tracing::Value))];
         tracing_core::Event::dispatch(metadata, &fields.value_set(&values));
     }

@@ -21,6 +21,9 @@ use crate::session::{self, Facts, Outcome, SessionParams};
 /// How long the host tries to hand a refused client its busy reply.
 const BUSY_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Where compiled plugins are cached, under the data directory.
+pub const PLUGIN_CACHE_DIR: &str = "plugin-cache";
+
 /// How often the drain reports the sessions still running.
 const DRAIN_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -55,11 +58,18 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
     let engine = plugin::engine(&config)?;
     let linkers = Linkers::new(&engine)?;
     let store = crate::store_glue::open(&config)?;
+    let cache = config.data_dir.join(PLUGIN_CACHE_DIR);
 
     let mut listeners = Vec::new();
     for listener in &config.listeners {
-        let loaded = plugin::load(&engine, &linkers, &listener.plugin, listener.role)
-            .with_context(|| format!("listener `{}`", listener.name))?;
+        let loaded = plugin::load(
+            &engine,
+            &linkers,
+            &listener.plugin,
+            listener.role,
+            Some(&cache),
+        )
+        .with_context(|| format!("listener `{}`", listener.name))?;
         let tls = tls_offer(&config, listener)
             .with_context(|| format!("listener `{}`", listener.name))?;
         let counter = Counter::new(
@@ -164,6 +174,13 @@ pub async fn run(server: Server) -> anyhow::Result<()> {
             shutdown_rx.clone(),
         )));
     }
+    let (force_reload, forced) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(crate::reload::watch_plugins(
+        server.clone(),
+        forced,
+        shutdown_rx.clone(),
+    ));
+    let pid_file = PidFile::write(&server.config.data_dir)?;
     tracing::info!(listeners = server.listeners.len(), "mailhost ready");
 
     let mut terminate = signal(SignalKind::terminate())?;
@@ -174,7 +191,8 @@ pub async fn run(server: Server) -> anyhow::Result<()> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
-                tracing::info!("SIGHUP: reloading certificates");
+                tracing::info!("SIGHUP: reloading plugins and certificates");
+                let _ = force_reload.try_send(());
                 let server = server.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     reload_certificates(&server)
@@ -222,8 +240,32 @@ pub async fn run(server: Server) -> anyhow::Result<()> {
             "second signal, dropping the remaining sessions"
         ),
     }
+    drop(pid_file);
     tracing::info!("mailhost stopped");
     Ok(())
+}
+
+/// The file naming the running host's pid, for `mailhost reload`.
+pub const PID_FILE: &str = "mailhost.pid";
+
+/// `<data-dir>/mailhost.pid` while the host runs; removed on exit.
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn write(data_dir: &std::path::Path) -> anyhow::Result<PidFile> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("failed to create data-dir `{}`", data_dir.display()))?;
+        let path = data_dir.join(PID_FILE);
+        std::fs::write(&path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("failed to write `{}`", path.display()))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 async fn accept_loop(
@@ -357,7 +399,7 @@ async fn serve(
         error_reply: listener.error_reply.clone(),
         store: listener.store.clone(),
     };
-    tracing::debug!("session started");
+    tracing::debug!(plugin = %params.plugin.path.display(), "session started");
 
     let (outcome, bytes_in, bytes_out) = session::run(&server.engine, params, facts, io).await;
     let duration_ms = started.elapsed().as_millis() as u64;

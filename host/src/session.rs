@@ -52,8 +52,10 @@ pub struct SessionState {
     pub settings: Arc<Vec<(String, String)>>,
     pub log: PluginLog,
     /// When the plugin last stopped waiting on the client; the CPU slice
-    /// counts from here.
+    /// counts from here, less the time spent in host calls since.
     pub running_since: Instant,
+    /// When the host call in progress began, if one is.
+    host_call_started: Option<Instant>,
     cpu_slice: Duration,
     stopped: Option<Stopped>,
     /// Store capabilities; none on a session-role listener.
@@ -219,6 +221,7 @@ pub fn new_store(
         settings: params.settings,
         log,
         running_since: Instant::now(),
+        host_call_started: None,
         cpu_slice: params.cpu_slice,
         stopped: None,
         store: params.store,
@@ -229,7 +232,47 @@ pub fn new_store(
     store.set_hostcall_fuel(HOSTCALL_FUEL);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(cpu_slice_check);
+    store.call_hook(credit_host_calls);
     store
+}
+
+/// A host call taking longer than this waited (on the disk, a login
+/// delay, the client) rather than computed for the plugin.
+const HOST_WAIT_THRESHOLD: Duration = Duration::from_millis(1);
+
+/// Time a host call spent waiting is not computing: move the CPU slice's
+/// start forward by it. Quick calls are not credited, so a plugin cannot
+/// dodge its slice by spinning on cheap ones. Calls that waited on the
+/// client restart the slice instead (see `resume_cpu`).
+fn credit_host_calls(
+    mut ctx: wasmtime::StoreContextMut<'_, SessionState>,
+    hook: wasmtime::CallHook,
+) -> wasmtime::Result<()> {
+    let state = ctx.data_mut();
+    match hook {
+        wasmtime::CallHook::CallingHost => {
+            state.host_call_started = Some(Instant::now());
+        }
+        wasmtime::CallHook::ReturningFromHost => {
+            if let Some(started) = state.host_call_started.take() {
+                let spent = started.elapsed();
+                if spent > HOST_WAIT_THRESHOLD {
+                    state.running_since += spent;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+impl SessionState {
+    /// Mark the end of a wait on the client: from here the plugin is
+    /// computing again, and its CPU slice starts over.
+    pub fn resume_cpu(&mut self) {
+        self.running_since = Instant::now();
+        self.host_call_started = None;
+    }
 }
 
 /// Instantiate `plugin` `count` times in fresh stores, as sessions do,

@@ -698,7 +698,7 @@ impl mailbox::HostFolder for SessionState {
             () = &mut notified => Ok(mailbox::WaitEvent::Changed),
             () = tokio::time::sleep(timeout) => Ok(mailbox::WaitEvent::Timeout),
         };
-        self.running_since = Instant::now();
+        self.resume_cpu();
         Ok(event)
     }
 

@@ -20,7 +20,10 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Path of the `mailhost` binary under test.
@@ -100,10 +103,7 @@ impl Host {
     }
 
     /// Start, returning the log when the host exits before it is ready.
-    pub fn try_start_in(
-        dir: tempfile::TempDir,
-        config: &str,
-    ) -> Result<Host, String> {
+    pub fn try_start_in(dir: tempfile::TempDir, config: &str) -> Result<Host, String> {
         let config = config.replace("{dir}", dir.path().to_str().unwrap());
         let config_path = dir.path().join("mailhost.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -137,8 +137,12 @@ impl Host {
             });
         }
 
-        let mut host =
-            Host { child: Some(child), dir, addrs: HashMap::new(), log };
+        let mut host = Host {
+            child: Some(child),
+            dir,
+            addrs: HashMap::new(),
+            log,
+        };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             let text = host.log();
@@ -217,8 +221,7 @@ impl Host {
     pub fn restart(mut self) -> Host {
         self.kill();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        let config =
-            std::fs::read_to_string(dir.path().join("mailhost.toml")).unwrap();
+        let config = std::fs::read_to_string(dir.path().join("mailhost.toml")).unwrap();
         Host::start_in(dir, &config)
     }
 }
@@ -256,7 +259,9 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-        Client { reader: BufReader::new(stream) }
+        Client {
+            reader: BufReader::new(stream),
+        }
     }
 
     /// The next line without its CRLF; empty once the server closed.
@@ -288,13 +293,19 @@ impl Client {
     /// Read a line and assert it starts with `prefix`; returns it.
     pub fn expect(&mut self, prefix: &str) -> String {
         let line = self.line();
-        assert!(line.starts_with(prefix), "expected {prefix:?}, got {line:?}");
+        assert!(
+            line.starts_with(prefix),
+            "expected {prefix:?}, got {line:?}"
+        );
         line
     }
 
     /// Set the read timeout for the following reads.
     pub fn set_timeout(&mut self, timeout: Duration) {
-        self.reader.get_ref().set_read_timeout(Some(timeout)).unwrap();
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(timeout))
+            .unwrap();
     }
 
     /// Read until the server closes; returns everything read.

@@ -6,17 +6,25 @@
 //! connection, `INFO` reports the session facts, and any other line comes
 //! back as `ECHO <line>`.
 //!
-//! Settings: `greeting` (default `echo ready`), `max-line` (bytes,
-//! default 4096).
+//! Settings: `greeting` (default `echo ready`; `{build}` in it becomes
+//! the build tag), `max-line` (bytes, default 4096).
+//!
+//! `VERSION` answers `OK <build tag>`. The tag is a fixed-width constant so
+//! the hot-swap tests can make distinguishable copies of one build by
+//! patching its bytes.
 
 use mailhost_sdk::{Connection, Guest, Level, ReadError, Session};
 
 struct Echo;
 
+/// This build's tag; see the crate docs.
+const BUILD: &str = "build-0000000000";
+
 impl Guest for Echo {
     fn run(conn: Connection) {
-        let greeting =
-            mailhost_sdk::settings::get("greeting").unwrap_or_else(|| "echo ready".to_owned());
+        let greeting = mailhost_sdk::settings::get("greeting")
+            .unwrap_or_else(|| "echo ready".to_owned())
+            .replace("{build}", BUILD);
         let max_line: u32 = mailhost_sdk::setting_or("max-line", 4096);
         let mut session = Session::new(conn);
         session.queue(format!("OK {greeting}\r\n").as_bytes());
@@ -41,6 +49,7 @@ impl Guest for Echo {
                     return;
                 }
                 "STARTTLS" => start_tls(&mut session),
+                "VERSION" => session.queue(format!("OK {BUILD}\r\n").as_bytes()),
                 "INFO" => {
                     let info = session.info();
                     let tls = match info.tls {

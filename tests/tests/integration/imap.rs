@@ -66,17 +66,27 @@ fn start_with(top: &str, extra: &str, settings: &str) -> Host {
     let path = path.to_str().unwrap();
     if top.contains("[tls]") {
         let out = mailhost(&["self-signed-cert", "--config", path], b"");
-        assert!(out.status.success(), "cert: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "cert: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let input = format!("{PASSWORD}\n");
     let out = mailhost(&["user", "add", "--config", path, ALICE], input.as_bytes());
-    assert!(out.status.success(), "user add: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "user add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let host = Host::start_in(dir, &config);
 
     // The first login makes the account's Maildir with its special-use
-    // folders; deliveries written straight to disk come after it.
+    // folders; deliveries written straight to disk come after it. Where
+    // plaintext logins are refused this login fails, and that is fine.
     if !top.contains("[tls]") {
-        let mut c = Wire::login(host.addr("imap"));
+        let mut c = Wire::connect(host.addr("imap"));
+        c.cmd(&format!("li LOGIN {ALICE} {PASSWORD}"));
         c.cmd("lo LOGOUT");
     }
     host
@@ -120,7 +130,9 @@ impl Wire {
     fn connect(addr: SocketAddr) -> Wire {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
-        let mut wire = Wire { reader: BufReader::new(stream) };
+        let mut wire = Wire {
+            reader: BufReader::new(stream),
+        };
         let greeting = wire.line();
         assert!(greeting.starts_with("* OK"), "greeting {greeting:?}");
         wire
@@ -137,8 +149,9 @@ impl Wire {
         self.reader.get_mut().write_all(data).unwrap();
     }
 
-    /// One response line, with any literal it announces appended raw.
-    fn line(&mut self) -> String {
+    /// One response line as bytes, with any literal it announces
+    /// appended raw and the final CRLF removed.
+    fn raw_line(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
         loop {
             let mut line = Vec::new();
@@ -162,10 +175,16 @@ impl Wire {
                 None => break,
             }
         }
-        let text = String::from_utf8_lossy(&out).into_owned();
-        text.strip_suffix("\r\n").unwrap_or(&text).to_owned()
+        if out.ends_with(b"\r\n") {
+            out.truncate(out.len() - 2);
+        }
+        out
     }
 
+    /// One response line as text (invalid UTF-8 replaced).
+    fn line(&mut self) -> String {
+        String::from_utf8_lossy(&self.raw_line()).into_owned()
+    }
     /// Send a command (tag first) and collect lines up to its tagged
     /// reply, which is the last element.
     fn cmd(&mut self, command: &str) -> Vec<String> {
@@ -189,7 +208,7 @@ impl Wire {
 
     fn closed(&mut self) -> bool {
         let mut rest = Vec::new();
-        matches!(self.reader.read_to_end(&mut rest), Ok(_)) && rest.is_empty()
+        self.reader.read_to_end(&mut rest).is_ok() && rest.is_empty()
     }
 }
 
@@ -306,7 +325,7 @@ typ, data = M.fetch("1", "(FLAGS)")
 assert b"\\Seen" not in data[0], data
 typ, data = M.fetch("1", "(ENVELOPE BODYSTRUCTURE)")
 assert b'"first"' in data[0] and b'("Bob" NIL "bob" "example.net")' in data[0], data
-assert b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 21 2' in data[0], data
+assert b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 23 2' in data[0], data
 typ, data = M.fetch("1", "(BODY[1])")
 assert data[0][1] == b"Hello there\r\nline two\r\n", data
 typ, data = M.fetch("1", "(FLAGS)")
@@ -400,6 +419,14 @@ assert typ == "OK"
 es = M.untagged_responses.get("ESEARCH")
 assert es and b"ALL 1" in es[0], (es, M.untagged_responses)
 
+# IDLE and DONE (imaplib has no helper for it in this Python).
+tag = M._new_tag()
+M.send(tag + b" IDLE\r\n")
+assert M.readline().startswith(b"+ "), "no IDLE continuation"
+M.send(b"DONE\r\n")
+typ, data = M._command_complete("IDLE", tag)
+assert typ == "OK", data
+
 assert M.logout()[0] == "BYE"
 print("ALL OK")
 "#;
@@ -451,7 +478,10 @@ fn rfc3501_sample_session_transcript() {
     let r = ok(&c.cmd("a003 fetch 2 full")).to_vec();
     assert_eq!(r.len(), 2, "{r:?}");
     let f = &r[0];
-    assert!(f.starts_with("* 2 FETCH (FLAGS (\\Recent) INTERNALDATE \""), "{f}");
+    assert!(
+        f.starts_with("* 2 FETCH (FLAGS (\\Recent) INTERNALDATE \""),
+        "{f}"
+    );
     assert!(f.contains("RFC822.SIZE "), "{f}");
     assert!(
         f.contains(
@@ -464,12 +494,18 @@ fn rfc3501_sample_session_transcript() {
         ),
         "{f}"
     );
-    assert!(f.ends_with("BODY (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 6 1))"), "{f}");
+    assert!(
+        f.ends_with("BODY (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 6 1))"),
+        "{f}"
+    );
 
     let r = ok(&c.cmd("a004 fetch 2 body[header]")).to_vec();
     let header = String::from_utf8(message("m2", "body")).unwrap();
     let header = &header[..header.find("\r\n\r\n").unwrap() + 4];
-    let expected = format!("* 2 FETCH (BODY[HEADER] {{{}}}\r\n{header} FLAGS (\\Seen \\Recent))", header.len());
+    let expected = format!(
+        "* 2 FETCH (BODY[HEADER] {{{}}}\r\n{header} FLAGS (\\Seen \\Recent))",
+        header.len()
+    );
     assert_eq!(r[0], expected);
 
     let r = ok(&c.cmd("a005 store 2 +flags \\deleted")).to_vec();
@@ -557,9 +593,15 @@ fn logindisabled_where_plaintext_is_refused() {
     let host = start("plaintext-auth = \"never\"");
     let mut c = Wire::connect(host.addr("imap"));
     let r = ok(&c.cmd("c1 CAPABILITY")).to_vec();
-    assert!(r[0].contains("LOGINDISABLED") && !r[0].contains("AUTH=PLAIN"), "{r:?}");
+    assert!(
+        r[0].contains("LOGINDISABLED") && !r[0].contains("AUTH=PLAIN"),
+        "{r:?}"
+    );
     let r = c.cmd(&format!("c2 LOGIN {ALICE} {PASSWORD}"));
-    assert!(r.last().unwrap().starts_with("c2 NO [PRIVACYREQUIRED]"), "{r:?}");
+    assert!(
+        r.last().unwrap().starts_with("c2 NO [PRIVACYREQUIRED]"),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -602,13 +644,19 @@ fn idle_wakes_within_a_second_of_delivery() {
     deliver(&host, &message("dropped", "in"));
     assert_eq!(c.line(), "* 2 EXISTS");
     let waited = sent.elapsed();
-    assert!(waited <= IDLE_POLL_LIMIT, "IDLE saw the file after {waited:?}");
+    assert!(
+        waited <= IDLE_POLL_LIMIT,
+        "IDLE saw the file after {waited:?}"
+    );
     assert!(c.line().ends_with(" RECENT"));
 
     c.send(b"DONE\r\n");
     assert_eq!(c.line(), "i1 OK IDLE terminated");
     let r = ok(&c.cmd("f1 FETCH 1:2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")).to_vec();
-    assert!(r[0].contains("Subject: wake") && r[1].contains("Subject: dropped"), "{r:?}");
+    assert!(
+        r[0].contains("Subject: wake") && r[1].contains("Subject: dropped"),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -691,7 +739,10 @@ fn awkward_mailbox_names_round_trip() {
         ok(&c.cmd(&format!("c{n} CREATE {arg}")));
         let r = ok(&c.cmd(&format!("l{n} LIST \"\" {arg}"))).to_vec();
         assert_eq!(r.len(), 2, "{r:?}");
-        assert!(r[0].ends_with(&format!("\"/\" {listed}")), "{r:?} for {utf8}");
+        assert!(
+            r[0].ends_with(&format!("\"/\" {listed}")),
+            "{r:?} for {utf8}"
+        );
         let r = ok(&c.cmd(&format!("s{n} SELECT {arg}"))).to_vec();
         assert!(r.contains(&"* 0 EXISTS".to_owned()), "{r:?}");
         append(&mut c, arg, &message("x", "y"));
@@ -701,7 +752,6 @@ fn awkward_mailbox_names_round_trip() {
     // Non-canonical modified UTF-7 ("a" spelt in base64) is refused.
     let r = c.cmd("bad CREATE &AGE-");
     assert!(r.last().unwrap().starts_with("bad BAD"), "{r:?}");
-
 }
 
 #[test]
@@ -712,12 +762,23 @@ fn big_message_is_streamed_whole() {
     let mut c = Wire::login(host.addr("imap"));
     ok(&c.cmd("s1 SELECT INBOX"));
     let r = ok(&c.cmd("f1 FETCH 1 (RFC822.SIZE BODY.PEEK[])")).to_vec();
-    let expected_header = format!("* 1 FETCH (RFC822.SIZE {} BODY[] {{{}}}\r\n", data.len(), data.len());
+    let expected_header = format!(
+        "* 1 FETCH (RFC822.SIZE {} BODY[] {{{}}}\r\n",
+        data.len(),
+        data.len()
+    );
     assert!(r[0].starts_with(&expected_header), "{}", &r[0][..80]);
-    assert_eq!(&r[0].as_bytes()[expected_header.len()..expected_header.len() + data.len()], &data[..]);
+    assert_eq!(
+        &r[0].as_bytes()[expected_header.len()..expected_header.len() + data.len()],
+        &data[..]
+    );
     let r = ok(&c.cmd("f2 FETCH 1 (BODY.PEEK[]<1000000.10>)")).to_vec();
     let tail = &data[1_000_000..1_000_010];
-    assert!(r[0].as_bytes().ends_with(&[tail, b")"].concat()), "{:?}", r[0]);
+    assert!(
+        r[0].as_bytes().ends_with(&[tail, b")"].concat()),
+        "{:?}",
+        r[0]
+    );
 }
 
 /// Messages in a Maildir folder (`new/` and `cur/`).
@@ -733,12 +794,18 @@ fn count_maildir(dir: &Path) -> usize {
 fn server_count(host: &Host, mailbox: &str) -> usize {
     let mut c = Wire::login(host.addr("imap"));
     let r = ok(&c.cmd(&format!("st STATUS {mailbox} (MESSAGES)"))).to_vec();
-    let n = r[0].rsplit("MESSAGES ").next().unwrap().trim_end_matches(')');
+    let n = r[0]
+        .rsplit("MESSAGES ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')');
     n.parse().unwrap()
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -760,7 +827,10 @@ fn curl_lists_fetches_searches_and_appends() {
     assert!(list.contains("INBOX") && list.contains("Sent"), "{list}");
 
     let body = run(Command::new("curl").args(["-sS", "-u", &user, &format!("{base}/INBOX;UID=1")]));
-    assert!(body.contains("Subject: curly") && body.contains("fetched by curl"), "{body}");
+    assert!(
+        body.contains("Subject: curly") && body.contains("fetched by curl"),
+        "{body}"
+    );
 
     let search = run(Command::new("curl").args([
         "-sS",
@@ -866,7 +936,10 @@ fn offlineimap_syncs_a_mailbox() {
     )
     .unwrap();
     let sync = || {
-        run(Command::new("offlineimap").arg("-c").arg(&conf).args(["-o", "-u", "basic"]));
+        run(Command::new("offlineimap")
+            .arg("-c")
+            .arg(&conf)
+            .args(["-o", "-u", "basic"]));
     };
     sync();
     let inbox = work.path().join("mail/INBOX");
@@ -886,8 +959,8 @@ fn offlineimap_syncs_a_mailbox() {
 /// The hand-checked BODYSTRUCTURE and ENVELOPE of every corpus message,
 /// as (file name, BODYSTRUCTURE, ENVELOPE).
 fn corpus_fixture() -> Vec<(String, String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/imap/tests/corpus-structure.txt");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/imap/tests/corpus-structure.txt");
     let text = std::fs::read_to_string(path).unwrap();
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     lines
@@ -916,11 +989,22 @@ fn bodystructure_and_envelope_of_every_corpus_message() {
     }
     // BODY[section] of a nested message, and its MIME header.
     let seven = fixture.iter().position(|f| f.0.starts_with("007")).unwrap() + 1;
-    let r = ok(&c.cmd(&format!("g1 FETCH {seven} (BODY.PEEK[2.1] BODY.PEEK[2.HEADER.FIELDS (SUBJECT)] BODY.PEEK[2.MIME])"))).to_vec();
-    assert!(r[0].contains("BODY[2.1] {29}\r\nI am the forwarded message.\r\n"), "{}", r[0]);
+    let r = ok(&c.cmd(&format!(
+        "g1 FETCH {seven} (BODY.PEEK[2.1] BODY.PEEK[2.HEADER.FIELDS (SUBJECT)] BODY.PEEK[2.MIME])"
+    )))
+    .to_vec();
+    assert!(
+        r[0].contains("BODY[2.1] {29}\r\nI am the forwarded message.\r\n"),
+        "{}",
+        r[0]
+    );
     assert!(r[0].contains("Subject: the original\r\n\r\n"), "{}", r[0]);
     assert!(r[0].contains("BODY[2.MIME] {"), "{}", r[0]);
-    assert!(r[0].contains("Content-Type: message/rfc822\r\n"), "{}", r[0]);
+    assert!(
+        r[0].contains("Content-Type: message/rfc822\r\n"),
+        "{}",
+        r[0]
+    );
 }
 
 /// STARTTLS with imaplib, and the classic injection: a command sent in
@@ -974,4 +1058,211 @@ fn starttls_upgrades_and_attack_injected_command_is_dropped() {
         String::from_utf8_lossy(&out.stderr),
         host.log()
     );
+}
+
+#[test]
+fn shutdown_says_bye_to_idle_and_busy_sessions() {
+    let mut host = start("");
+    let mut idle = Wire::login(host.addr("imap"));
+    ok(&idle.cmd("s1 SELECT INBOX"));
+    idle.send(b"i1 IDLE\r\n");
+    assert!(idle.line().starts_with("+ "));
+    let mut plain = Wire::login(host.addr("imap"));
+
+    host.signal(libc::SIGTERM);
+    let line = idle.line();
+    assert!(line.starts_with("* BYE"), "{line:?}");
+    let line = plain.line();
+    assert!(line.starts_with("* BYE"), "{line:?}");
+    assert!(host.wait_exit(Duration::from_secs(20)).is_some());
+}
+
+#[test]
+fn binary_fetch_undoes_transfer_encodings() {
+    let host = start("");
+    let mut c = Wire::login(host.addr("imap"));
+    for name in [
+        "005-attachment-binary.eml",
+        "016-big-text-2mb.eml",
+        "018-base64-text.eml",
+    ] {
+        append(&mut c, "INBOX", &std::fs::read(corpus(name)).unwrap());
+    }
+    ok(&c.cmd("s1 EXAMINE INBOX"));
+
+    // A binary attachment with NUL bytes comes back as a literal8.
+    c.send(b"b1 FETCH 1 (BINARY.SIZE[2] BINARY.PEEK[2])\r\n");
+    let line = c.raw_line();
+    assert!(c.line().starts_with("b1 OK"));
+    let head = b"* 1 FETCH (BINARY.SIZE[2] 10240 BINARY[2] ~{10240}\r\n";
+    assert!(
+        line.starts_with(head),
+        "{:?}",
+        String::from_utf8_lossy(&line)
+    );
+    let data = &line[head.len()..];
+    assert_eq!(&data[..16], &(0u8..16).collect::<Vec<u8>>()[..]);
+    assert_eq!(data.len(), 10240 + 1, "the data and the closing paren");
+
+    // Quoted-printable, 2 MB of it.
+    let r = ok(&c.cmd("b2 FETCH 2 (BINARY.SIZE[1])")).to_vec();
+    assert_eq!(r[0], "* 2 FETCH (BINARY.SIZE[1] 2255000)");
+
+    // Base64 text with a partial range.
+    let r = ok(&c.cmd("b3 FETCH 3 (BINARY.PEEK[1]<0.26> BINARY.SIZE[1])")).to_vec();
+    assert_eq!(
+        r[0],
+        "* 3 FETCH (BINARY[1]<0> {26}\r\nbase64 encoded text body\r\n BINARY.SIZE[1] 104)"
+    );
+}
+
+#[test]
+fn idle_sends_keepalives() {
+    let host = start_with("", "tls = \"none\"", "idle-keepalive-ms = 500");
+    let mut c = Wire::login(host.addr("imap"));
+    ok(&c.cmd("s1 SELECT INBOX"));
+    c.send(b"i1 IDLE\r\n");
+    assert!(c.line().starts_with("+ "));
+    let started = Instant::now();
+    assert_eq!(c.line(), "* OK Still here");
+    assert_eq!(c.line(), "* OK Still here");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    c.send(b"DONE\r\n");
+    assert_eq!(c.line(), "i1 OK IDLE terminated");
+}
+
+#[test]
+fn sasl_ir_enable_id_status_and_special_use_transcript() {
+    let host = start("");
+    let mut c = Wire::connect(host.addr("imap"));
+
+    // AUTHENTICATE PLAIN: a cancelled exchange, a wrong authzid, then
+    // SASL-IR (the response on the command line).
+    c.send(b"a1 AUTHENTICATE PLAIN\r\n");
+    assert_eq!(c.line(), "+ ");
+    c.send(b"*\r\n");
+    assert_eq!(c.line(), "a1 BAD Authentication cancelled");
+    let other = base64(b"bob@example.org\0alice@example.org\0secret");
+    let r = c.cmd(&format!("a2 AUTHENTICATE PLAIN {other}"));
+    assert!(r[0].starts_with("a2 NO [AUTHORIZATIONFAILED]"), "{r:?}");
+    let mine = base64(b"\0alice@example.org\0secret");
+    let r = c.cmd(&format!("a3 AUTHENTICATE PLAIN {mine}"));
+    assert!(
+        r[0].starts_with("a3 OK [CAPABILITY IMAP4rev1 IMAP4rev2"),
+        "{r:?}"
+    );
+
+    let r = ok(&c.cmd("b1 ID (\"name\" \"test\" \"version\" NIL)")).to_vec();
+    assert!(r[0].starts_with("* ID (\"name\" \"mailhost\""), "{r:?}");
+
+    let r = ok(&c.cmd("b2 LIST (SPECIAL-USE) \"\" *")).to_vec();
+    assert_eq!(r.len(), 6, "five special-use folders: {r:?}");
+    assert!(!has(&r, "INBOX"));
+
+    append(&mut c, "INBOX", &message("s", "twelve bytes"));
+    let r = ok(&c.cmd("b3 STATUS INBOX (MESSAGES SIZE UIDNEXT UNSEEN)")).to_vec();
+    let size = message("s", "twelve bytes").len();
+    assert_eq!(
+        r[0],
+        format!("* STATUS INBOX (MESSAGES 1 SIZE {size} UIDNEXT 2 UNSEEN 1)")
+    );
+    let r = c.cmd("b4 STATUS INBOX (BOGUS)");
+    assert!(r[0].starts_with("b4 BAD"), "{r:?}");
+
+    // Under IMAP4rev2, names go out in UTF-8 and SEARCH answers ESEARCH.
+    ok(&c.cmd("b5 CREATE Entw&APw-rfe"));
+    let r = ok(&c.cmd("b6 ENABLE IMAP4rev2")).to_vec();
+    assert_eq!(r[0], "* ENABLED IMAP4rev2");
+    let r = ok(&c.cmd("b7 LIST \"\" Entw*")).to_vec();
+    assert!(r[0].ends_with("\"/\" {9}\r\nEntwürfe"), "{r:?}");
+    let r = ok(&c.cmd("b8 SELECT INBOX")).to_vec();
+    assert!(!has(&r, " RECENT"), "IMAP4rev2 has no RECENT: {r:?}");
+    let r = ok(&c.cmd("b10 FETCH 1 FLAGS")).to_vec();
+    assert_eq!(r[0], "* 1 FETCH (FLAGS ())");
+    let r = ok(&c.cmd("b9 UID SEARCH RETURN (MIN MAX COUNT) ALL")).to_vec();
+    assert_eq!(r[0], "* ESEARCH (TAG \"b9\") UID MIN 1 MAX 1 COUNT 1");
+
+    // CLOSE expunges silently; UNSELECT does not expunge.
+    ok(&c.cmd("c1 STORE 1 +FLAGS.SILENT (\\Deleted)"));
+    let r = ok(&c.cmd("c2 UNSELECT")).to_vec();
+    assert_eq!(r.len(), 1);
+    ok(&c.cmd("c3 SELECT INBOX"));
+    let r = ok(&c.cmd("c4 CLOSE")).to_vec();
+    assert_eq!(r.len(), 1, "no EXPUNGE after CLOSE: {r:?}");
+    let r = ok(&c.cmd("c5 STATUS INBOX (MESSAGES)")).to_vec();
+    assert!(r[0].ends_with("(MESSAGES 0)"), "{r:?}");
+    let r = c.cmd("c6 FETCH 1 FLAGS");
+    assert!(r[0].starts_with("c6 BAD"), "{r:?}");
+}
+
+#[test]
+fn attack_bad_command_flood_is_cut_off() {
+    let host = start("");
+    let mut c = Wire::connect(host.addr("imap"));
+    let mut flood = String::new();
+    for n in 0..50 {
+        flood.push_str(&format!("x{n} BOGUS\r\n"));
+    }
+    c.send(flood.as_bytes());
+    let mut bads = 0;
+    loop {
+        let line = c.line();
+        if line.starts_with("* BYE") {
+            break;
+        }
+        assert!(line.contains(" BAD "), "{line:?}");
+        bads += 1;
+    }
+    assert!(bads < 50, "the session went on after {bads} bad commands");
+}
+
+/// Base64 for SASL, written out so the test does not lean on the code
+/// under test.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn search_body_sees_through_transfer_encodings() {
+    let host = start("");
+    let mut c = Wire::login(host.addr("imap"));
+    for name in [
+        "016-big-text-2mb.eml",
+        "018-base64-text.eml",
+        "001-plain-ascii.eml",
+    ] {
+        append(&mut c, "INBOX", &std::fs::read(corpus(name)).unwrap());
+    }
+    ok(&c.cmd("s1 EXAMINE INBOX"));
+    // Only in the decoded base64 of 018.
+    let r = ok(&c.cmd("f1 SEARCH BODY \"ENCODED TEXT body\"")).to_vec();
+    assert_eq!(r[0], "* SEARCH 2");
+    // 016 spells a trailing space `=20`: only the decoded text has a
+    // space right before a line end. The needle goes as a literal.
+    let needle = b"dog. \r\nThe";
+    c.send(format!("f2 SEARCH BODY {{{}}}\r\n", needle.len()).as_bytes());
+    assert!(c.line().starts_with('+'));
+    c.send(needle);
+    c.send(b"\r\n");
+    let r = ok(&c.until("f2")).to_vec();
+    assert_eq!(r[0], "* SEARCH 1");
+    let r = ok(&c.cmd("f3 SEARCH TEXT \"corpus-000@\" NOT BODY \"corpus-000\"")).to_vec();
+    assert_eq!(r[0], "* SEARCH 3");
 }

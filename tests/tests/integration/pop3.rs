@@ -54,8 +54,9 @@ const CORPUS: &[&str] = &[
 const BIG_MESSAGE_SIZE: usize = 20 * 1024 * 1024;
 
 /// The POP3 listener's config; `extra` goes into its `[listener]` table
-/// before the settings, `settings` into `[listener.settings]`.
-fn config(extra: &str, settings: &str) -> String {
+/// before the settings, `settings` into `[listener.settings]`, and `tail`
+/// (more top-level tables) at the end.
+fn config(extra: &str, settings: &str, tail: &str) -> String {
     format!(
         r#"
 data-dir = "{{dir}}/data"
@@ -70,12 +71,13 @@ address = "127.0.0.1:0"
 protocol = "pop3"
 role = "mailbox"
 plugin = "{plugin}"
-tls = "none"
 {extra}
 
 [listener.settings]
 hostname = "pop.example.org"
 {settings}
+
+{tail}
 "#,
         plugin = plugin("pop3").display(),
     )
@@ -87,10 +89,49 @@ struct Setup {
     config: String,
 }
 
+/// The top-level table naming the certificate that `mailhost
+/// self-signed-cert` creates.
+const TLS_TABLE: &str = r#"
+[tls]
+certificate = "{dir}/tls.crt"
+key = "{dir}/tls.key"
+"#;
+
 impl Setup {
+    /// A plaintext listener with `extra` and `settings` added.
     fn new(extra: &str, settings: &str) -> Setup {
+        let extra = format!("tls = \"none\"\n{extra}");
+        Setup::build(&extra, settings, "")
+    }
+
+    /// A STARTTLS listener offering STLS, passwords only under TLS, with
+    /// a fresh self-signed certificate for localhost.
+    fn with_tls() -> Setup {
+        let setup = Setup::build(
+            "tls = \"starttls\"\nplaintext-auth = \"never\"",
+            "stls = \"true\"",
+            TLS_TABLE,
+        );
+        let path = setup.dir.path().join("mailhost.toml");
+        let out = mailhost(
+            &["self-signed-cert", "--config", path.to_str().unwrap()],
+            b"",
+        );
+        assert!(
+            out.status.success(),
+            "self-signed-cert: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        setup
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.dir.path().join("tls.crt")
+    }
+
+    fn build(extra: &str, settings: &str, tail: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let config = config(extra, settings);
+        let config = config(extra, settings, tail);
         let path = dir.path().join("mailhost.toml");
         let text = config.replace("{dir}", dir.path().to_str().unwrap());
         std::fs::write(&path, text).unwrap();
@@ -99,7 +140,8 @@ impl Setup {
         for user in [ALICE, BOB] {
             let path = path.to_str().unwrap();
             let input = format!("{PASSWORD}\n");
-            let out = mailhost(&["user", "add", "--config", path, user], input.as_bytes());
+            let args = ["user", "add", "--config", path, user];
+            let out = mailhost(&args, input.as_bytes());
             assert!(
                 out.status.success(),
                 "user add {user}: {}",
@@ -176,6 +218,10 @@ fn stored_files(dir: &Path, user: &str) -> Vec<PathBuf> {
 
 fn read_corpus(name: &str) -> Vec<u8> {
     std::fs::read(corpus(name)).unwrap()
+}
+
+fn read_all(names: &[&str]) -> Vec<Vec<u8>> {
+    names.iter().map(|name| read_corpus(name)).collect()
 }
 
 /// What a read of `message` returns: every bare LF made CRLF.
@@ -447,7 +493,7 @@ p.quit()
 
 #[test]
 fn poplib_user_pass_downloads_the_corpus_byte_identical() {
-    let messages: Vec<Vec<u8>> = CORPUS.iter().map(|name| read_corpus(name)).collect();
+    let messages = read_all(CORPUS);
     let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
     let host = host_with(&refs);
     let out = tempfile::tempdir().unwrap();
@@ -625,7 +671,9 @@ fn poplib_capa_top_and_uidl() {
     assert_eq!(uidls.len(), 2);
     assert_ne!(uidls[0], uidls[1], "UIDLs are unique");
     for uidl in uidls {
-        assert!(uidl.len() <= 70 && uidl.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+        // RFC 1939: 1 to 70 characters from 0x21 to 0x7E.
+        let printable = uidl.bytes().all(|b| (0x21..=0x7e).contains(&b));
+        assert!(!uidl.is_empty() && uidl.len() <= 70 && printable, "{uidl}");
     }
 }
 
@@ -644,7 +692,7 @@ fn curl(args: &[&str]) -> Vec<u8> {
 }
 
 #[test]
-fn curl_lists_and_retrieves_with_sasl_and_user_pass() {
+fn curl_lists_retrieves_and_uidls_with_sasl_plain() {
     let message = read_corpus("014-leading-dots.eml");
     let host = host_with(&[&message]);
     let addr = host.addr("pop3");
@@ -656,16 +704,6 @@ fn curl_lists_and_retrieves_with_sasl_and_user_pass() {
     let fetched = curl(&["-u", &credentials, &format!("pop3://{addr}/1")]);
     assert_eq!(fetched, message, "leading dots unstuffed, bytes intact");
 
-    // `AUTH=+LOGIN` makes curl use USER/PASS instead.
-    let fetched = curl(&[
-        "-u",
-        &credentials,
-        "--login-options",
-        "AUTH=+LOGIN",
-        &format!("pop3://{addr}/1"),
-    ]);
-    assert_eq!(fetched, message);
-
     let uidl = curl(&["-u", &credentials, "-X", "UIDL", &format!("pop3://{addr}/")]);
     assert!(String::from_utf8_lossy(&uidl).starts_with("1 "));
 }
@@ -674,7 +712,7 @@ fn curl_lists_and_retrieves_with_sasl_and_user_pass() {
 fn fetchmail_downloads_the_whole_mailbox_byte_identical() {
     // The well-formed part of the corpus: fetchmail itself repairs the
     // deliberately broken messages (no headers, NUL in headers).
-    let messages: Vec<Vec<u8>> = CORPUS[..20].iter().map(|name| read_corpus(name)).collect();
+    let messages = read_all(&CORPUS[..20]);
     let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
     let host = host_with(&refs);
     let addr = host.addr("pop3");
@@ -835,7 +873,7 @@ fn second_session_gets_in_use_until_the_first_quits() {
 
 #[test]
 fn uidl_is_unique_and_stable_across_reconnects_and_restarts() {
-    let messages: Vec<Vec<u8>> = CORPUS[..5].iter().map(|name| read_corpus(name)).collect();
+    let messages = read_all(&CORPUS[..5]);
     let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
     let host = host_with(&refs);
 
@@ -947,20 +985,29 @@ fn attack_too_many_bad_commands_close_the_session() {
     let mut c = Client::connect(host.addr("pop3"));
     c.expect("+OK");
 
+    // One reply per command, the last one saying why the server closes.
     let mut replies = Vec::new();
     for _ in 0..30 {
-        c.send_line("XYZZY");
+        if c.stream().write_all(b"XYZZY\r\n").is_err() {
+            break;
+        }
         let line = c.line();
         if line.is_empty() {
             break;
         }
         replies.push(line);
     }
-    assert!(replies.len() < 30, "never closed");
+    assert_eq!(replies.len(), 20, "{replies:?}");
+    assert!(
+        replies[..19]
+            .iter()
+            .all(|line| line == "-ERR unknown command")
+    );
     assert_eq!(
-        replies.last().unwrap(),
+        replies[19],
         "-ERR too many bad commands, closing connection"
     );
+    assert_eq!(c.line(), "");
 }
 
 #[test]
@@ -996,12 +1043,13 @@ fn attack_bare_lf_dot_lines_are_stuffed_not_terminating() {
     let crafted: &[u8] = b"From: a@example.org\nSubject: dots\n\n.\nQUIT\n..\n.x\n.";
     let host = host_with(&[&smuggler]);
     let mut raw = Raw::login(host.addr("pop3"), ALICE);
+    const NEEDLE: &[u8] = b"first line\r\n..\r\nMAIL FROM";
 
     raw.send("RETR 1\r\n");
     raw.expect("+OK");
     let wire = raw.wire_body();
     assert!(
-        wire.windows(20).any(|w| w == b"first line\r\n..\r\nMAI"),
+        wire.windows(NEEDLE.len()).any(|w| w == NEEDLE),
         "{}",
         String::from_utf8_lossy(&wire)
     );
@@ -1053,7 +1101,13 @@ fn wrong_password_gets_auth_code_and_three_failures_close() {
     c.send_line("USER nobody@example.org");
     c.expect("+OK");
     c.send_line(&format!("PASS {PASSWORD}"));
-    assert_eq!(c.line(), "-ERR [AUTH] invalid user name or password");
+    let reply = c.line();
+    assert_eq!(
+        reply,
+        "-ERR [AUTH] invalid user name or password",
+        "{}",
+        host.log()
+    );
 }
 
 #[test]
@@ -1062,20 +1116,24 @@ fn attack_auth_plain_authzid_of_another_user_is_refused() {
     let mut c = Client::connect(host.addr("pop3"));
     c.expect("+OK");
 
-    // Bob's password, asking to act as alice.
+    // Bob's password, asking to act as alice: refused, and the session
+    // ends, since the host allows one login per session.
     let token = base64(format!("{ALICE}\0{BOB}\0{PASSWORD}").as_bytes());
     c.send_line(&format!("AUTH PLAIN {token}"));
     assert_eq!(c.line(), "-ERR [AUTH] may not act as another user");
-    c.send_line("STAT");
-    c.expect("-ERR");
+    assert_eq!(c.line(), "", "closed after the attempt");
 
     // Naming oneself is fine.
+    let mut c = Client::connect(host.addr("pop3"));
+    c.expect("+OK");
     let token = base64(format!("{ALICE}\0{ALICE}\0{PASSWORD}").as_bytes());
     c.send_line(&format!("AUTH PLAIN {token}"));
     c.expect("+OK alice@example.org has 1 messages");
 
     c.send_line("AUTH PLAIN");
     assert_eq!(c.line(), "-ERR already logged in");
+    c.send_line("STAT");
+    c.expect("+OK 1 ");
 }
 
 #[test]
@@ -1146,6 +1204,122 @@ fn shutdown_gets_an_err_goodbye_and_deletes_nothing() {
     let mut host = host;
     assert!(host.wait_exit(Duration::from_secs(30)).is_some());
     assert_eq!(stored_files(host.dir(), ALICE).len(), 1);
+}
+
+/// poplib upgrades with STLS, checks the certificate, and only then may
+/// log in; the CAPA lists before and after show the offer change.
+const POPLIB_STLS: &str = r#"
+import poplib, ssl, sys
+host, port, user, password, cafile = sys.argv[1:6]
+context = ssl.create_default_context(cafile=cafile)
+context.check_hostname = False
+p = poplib.POP3(host, int(port), timeout=30)
+print("before", sorted(p.capa()))
+try:
+    p.user(user)
+except poplib.error_proto as err:
+    print("refused", err.args[0].decode())
+print(p.stls(context=context).decode())
+print("after", sorted(p.capa()))
+p.user(user)
+p.pass_(password)
+resp, lines, octets = p.retr(1)
+print("retr", octets)
+p.quit()
+"#;
+
+#[test]
+fn poplib_stls_upgrades_before_login() {
+    let message = read_corpus("014-leading-dots.eml");
+    let setup = Setup::with_tls();
+    setup.deliver(ALICE, &[&message]);
+    let cert = setup.cert();
+    let host = setup.start();
+    let addr = host.addr("pop3");
+
+    let run = python(
+        POPLIB_STLS,
+        &[
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+            ALICE,
+            PASSWORD,
+            cert.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].contains("'STLS'") && !lines[0].contains("'USER'"),
+        "{stdout}"
+    );
+    assert!(lines[1].starts_with("refused -ERR [AUTH]"), "{stdout}");
+    assert!(lines[2].starts_with("+OK"), "{stdout}");
+    assert!(
+        lines[3].contains("'USER'") && !lines[3].contains("'STLS'"),
+        "{stdout}"
+    );
+    assert_eq!(lines[4], format!("retr {}", message.len()), "{stdout}");
+}
+
+/// Commands sent in the same packet as STLS must never run as if they
+/// came under TLS: a pipelined USER is dropped, so PASS after the
+/// handshake finds no user name.
+const STLS_INJECTION: &str = r#"
+import socket, ssl, sys
+host, port, user, password = sys.argv[1:5]
+raw = socket.create_connection((host, int(port)), timeout=30)
+reader = raw.makefile("rb")
+reader.readline()
+raw.sendall(f"STLS\r\nUSER {user}\r\n".encode())
+print(reader.readline().decode().strip())
+context = ssl.create_default_context()
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+tls = context.wrap_socket(raw, server_hostname="localhost")
+reader = tls.makefile("rb")
+tls.sendall(f"PASS {password}\r\n".encode())
+print(reader.readline().decode().strip())
+tls.sendall(b"STLS\r\n")
+print(reader.readline().decode().strip())
+"#;
+
+#[test]
+fn attack_stls_injected_commands_are_discarded() {
+    let setup = Setup::with_tls();
+    let host = setup.start();
+    let addr = host.addr("pop3");
+
+    let run = python(
+        STLS_INJECTION,
+        &[
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+            ALICE,
+            PASSWORD,
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "+OK begin TLS negotiation",
+            "-ERR send USER first",
+            "-ERR TLS already active"
+        ]
+    );
 }
 
 /// Standard base64 with padding, for hand-made SASL responses.

@@ -1,0 +1,149 @@
+//! APPEND: the message literal is streamed into the store's appender in
+//! chunks as it arrives, never held whole.
+
+use mailhost_sdk::ReadError;
+use mailhost_sdk::mailbox::StoreError;
+
+use crate::datetime::parse_date_time;
+use crate::folders::store_no;
+use crate::limits::{MAX_LINE, MAX_LITERAL};
+use crate::messages::clean_flags;
+use crate::parse::Parser;
+use crate::session::{Imap, Reply, State};
+use crate::wire::{literal_marker, tag_of};
+
+/// Default cap on an appended message, in bytes, when the listener sets
+/// no `max-append-size`. The host enforces its `max-message-size` too.
+const DEFAULT_MAX_APPEND: u64 = 64 * 1024 * 1024;
+
+/// Refused non-synchronising literals up to this size are read and
+/// dropped so the session can go on; larger ones end the session.
+const MAX_DISCARD: u64 = 4 * MAX_LITERAL;
+
+struct AppendArgs {
+    mailbox: String,
+    flags: Vec<String>,
+    date: Option<i64>,
+}
+
+impl Imap {
+    fn append_args(&self, head: &[u8]) -> Result<AppendArgs, String> {
+        let mut p = Parser::new(head);
+        p.tag()?;
+        p.sp()?;
+        if !p.keyword("APPEND") {
+            return Err("expected APPEND".into());
+        }
+        p.sp()?;
+        let mailbox = self.mailbox_arg(&mut p)?;
+        p.sp()?;
+        let mut flags = Vec::new();
+        if p.peek() == Some(b'(') {
+            flags = clean_flags(p.flag_list()?)?;
+            p.sp()?;
+        }
+        let mut date = None;
+        if p.peek() == Some(b'"') {
+            let text = String::from_utf8_lossy(&p.quoted()?).into_owned();
+            date = Some(parse_date_time(&text).ok_or("bad date-time")?);
+            p.sp()?;
+        }
+        p.end()?;
+        Ok(AppendArgs {
+            mailbox,
+            flags,
+            date,
+        })
+    }
+
+    /// Answer an APPEND whose literal will not be stored. A synchronising
+    /// literal was never invited, so nothing follows; a non-synchronising
+    /// one is read and dropped, or ends the session when it is large.
+    fn refuse_literal(
+        &mut self,
+        tag: &str,
+        size: u64,
+        sync: bool,
+        reply: Reply,
+    ) -> Result<Reply, ReadError> {
+        if sync {
+            return Ok(reply);
+        }
+        if size <= MAX_DISCARD {
+            self.session.read_exact_with(size, |_| {})?;
+            let _ = self.session.read_line(MAX_LINE)?;
+            return Ok(reply);
+        }
+        let (status, text) = match reply {
+            Reply::Ok(t) => ("OK", t),
+            Reply::No(t) => ("NO", t),
+            Reply::Bad(t) => ("BAD", t),
+        };
+        self.put_str(&format!("{tag} {status} {text}\r\n"))?;
+        self.put_str("* BYE Literal too large to skip\r\n")?;
+        self.session.flush()?;
+        Err(ReadError::Closed)
+    }
+
+    pub fn append(&mut self, head: &[u8], size: u64, sync: bool) -> Result<Reply, ReadError> {
+        let tag = tag_of(head);
+        let open = literal_marker(head).map_or(head.len(), |(_, _, open)| open);
+        if self.state() == State::NotAuthenticated {
+            let reply = Reply::Bad("APPEND needs a login first".into());
+            return self.refuse_literal(&tag, size, sync, reply);
+        }
+        let args = match self.append_args(&head[..open]) {
+            Ok(args) => args,
+            Err(e) => return self.refuse_literal(&tag, size, sync, Reply::Bad(e)),
+        };
+        let limit = mailhost_sdk::setting_or("max-append-size", DEFAULT_MAX_APPEND);
+        if size > limit {
+            let reply = Reply::No("[TOOBIG] Message too large".into());
+            return self.refuse_literal(&tag, size, sync, reply);
+        }
+
+        let account = self.account.as_ref().unwrap();
+        let appender = match account.begin_append(&args.mailbox, &args.flags, args.date) {
+            Ok(appender) => appender,
+            Err(StoreError::NotFound) => {
+                let reply = Reply::No("[TRYCREATE] No such mailbox".into());
+                return self.refuse_literal(&tag, size, sync, reply);
+            }
+            Err(err) => return self.refuse_literal(&tag, size, sync, store_no(err)),
+        };
+
+        if sync {
+            self.session.write_all(b"+ Ready for literal data\r\n")?;
+        }
+        let mut failure = None;
+        self.session.read_exact_with(size, |chunk| {
+            if failure.is_none()
+                && let Err(err) = appender.write(chunk)
+            {
+                failure = Some(err);
+            }
+        })?;
+
+        // The rest of the line must be empty: MULTIAPPEND is not offered.
+        let rest = self.session.read_line(MAX_LINE)?;
+        let rest = rest.content().to_vec();
+        if !rest.is_empty() {
+            if let Some((_, false, _)) = literal_marker(&rest) {
+                self.put_str(&format!("{tag} BAD MULTIAPPEND is not supported\r\n"))?;
+                self.put_str("* BYE Literal after APPEND\r\n")?;
+                self.session.flush()?;
+                return Err(ReadError::Closed);
+            }
+            return Ok(Reply::Bad("unexpected text after the message".into()));
+        }
+        if let Some(err) = failure {
+            return Ok(store_no(err));
+        }
+        match appender.commit() {
+            Ok((validity, uid)) => Ok(Reply::Ok(format!(
+                "[APPENDUID {validity} {uid}] APPEND completed"
+            ))),
+            Err(err) => Ok(store_no(err)),
+        }
+    }
+}
