@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# The host-core benchmarks behind `just bench` (issue 2) and the implicit
+# TLS session rate (issue 4). What each figure means: docs/benchmarks.md.
+#
+# Run from anywhere; paths are taken from the repo root. Overrides:
+#   MAILHOST_BIN         host binary       (target/release/mailhost)
+#   MAILHOST_PLUGIN_DIR  plugin directory  (target/wasm32-wasip2/release)
+#   BENCH_ROUNDS         alternating rounds per rate figure (5)
+#   BENCH_SECONDS        seconds per round (3)
+#   BENCH_CLIENTS        concurrent clients (16)
+#   BENCH_IDLE           idle connections held (10000)
+#   BENCH_HOST_LOG       the host's RUST_LOG during the run (warn)
+#   BENCH_INSTANTIATE    instantiations for the latency figure (10000)
+
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+target_dir=${CARGO_TARGET_DIR:-target}
+host_bin=${MAILHOST_BIN:-$target_dir/release/mailhost}
+plugin_dir=${MAILHOST_PLUGIN_DIR:-$target_dir/wasm32-wasip2/release}
+rounds=${BENCH_ROUNDS:-5}
+seconds=${BENCH_SECONDS:-3}
+clients=${BENCH_CLIENTS:-16}
+idle=${BENCH_IDLE:-10000}
+host_log=${BENCH_HOST_LOG:-warn}
+instantiate_count=${BENCH_INSTANTIATE:-10000}
+
+# Seconds allowed for the host to compile the plugin and answer.
+readonly STARTUP_WAIT=120
+# Descriptors each side needs beyond the idle connections.
+readonly FD_SLACK=1024
+# Seconds the idle connections settle before the host's memory is read.
+readonly IDLE_SETTLE=2
+# Seconds of unmeasured load per server before the rounds.
+readonly WARMUP=1
+
+fail() {
+    echo "bench: $*" >&2
+    exit 1
+}
+
+# Absolute paths: the config lives in a temporary directory.
+host_bin=$(realpath "$host_bin" 2>/dev/null) || host_bin=
+plugin=$(realpath "$plugin_dir/mailhost_echo.wasm" 2>/dev/null) || plugin=
+[[ -x $host_bin ]] || fail "no host binary; build it with \`cargo build --release -p mailhost\` or set MAILHOST_BIN"
+[[ -f $plugin ]] || fail "no echo plugin in \`$plugin_dir\`; build it with \`cargo build --release --target wasm32-wasip2 -p mailhost-echo\` or set MAILHOST_PLUGIN_DIR"
+
+echo "bench: building the load generator and baselines"
+cargo build --release --quiet -p mailhost-bench
+bench=$(realpath "$target_dir/release/mailhost-bench")
+
+# Both the host and idle-hold keep one descriptor per idle connection.
+need_fds=$((idle + FD_SLACK))
+hard=$(ulimit -Hn)
+if [[ $hard != unlimited && $hard -lt $need_fds ]]; then
+    fail "the hard descriptor limit is $hard; $need_fds are needed for $idle idle connections (lower BENCH_IDLE)"
+fi
+ulimit -n "$need_fds"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/mailhost-bench.XXXXXX")
+pids=()
+cleanup() {
+    # Only the processes this script started, by pid.
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Start a baseline server in the background; sets $address and $pid.
+start_baseline() {
+    local name=$1
+    shift
+    "$bench" "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    pid=$!
+    pids+=("$pid")
+    address=
+    for _ in $(seq 100); do
+        address=$(sed -n 's/^listening address=//p' "$work/$name.out")
+        [[ -n $address ]] && break
+        sleep 0.1
+    done
+    [[ -n $address ]] || fail "$name did not start: $(cat "$work/$name.err")"
+}
+
+# VmRSS of a process, in KiB.
+rss_kib() {
+    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+# One load run; prints its result lines and leaves the rate in $rate.
+run_load() {
+    local label=$1 addr=$2 duration=$3
+    shift 3
+    local out
+    out=$("$bench" load --label "$label" --addr "$addr" -c "$clients" -d "$duration" "$@")
+    echo "$out" | sed 's/^/  /'
+    rate=$(echo "$out" | sed -n 's/^load .* rate=\([0-9]*\) .*/\1/p' | head -n 1)
+    [[ -n $rate ]] || fail "no rate in the output of load $label"
+}
+
+echo "bench: machine: $(nproc) cores, $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr); client and servers share the cores"
+echo "bench: host \`$host_bin\`, plugin \`$plugin\`, host log level \`$host_log\`"
+
+# The host: a plaintext and an implicit-TLS echo listener, limits sized
+# for the idle figure (they also size the instance pool).
+port=$("$bench" free-port)
+tls_port=$("$bench" free-port)
+[[ $port != "$tls_port" ]] || tls_port=$("$bench" free-port)
+max_connections=$((idle + FD_SLACK))
+cat >"$work/mailhost.toml" <<EOF
+data-dir = "$work/data"
+shutdown-grace = 1
+
+[limits]
+max-connections = $max_connections
+max-connections-per-ip = $max_connections
+
+[tls]
+certificate = "$work/cert.pem"
+key = "$work/key.pem"
+
+[[listener]]
+name = "echo"
+address = "127.0.0.1:$port"
+protocol = "other"
+role = "session"
+plugin = "$plugin"
+
+[[listener]]
+name = "echo-tls"
+address = "127.0.0.1:$tls_port"
+protocol = "other"
+role = "session"
+plugin = "$plugin"
+tls = "implicit"
+EOF
+"$host_bin" self-signed-cert --config "$work/mailhost.toml" >/dev/null
+
+RUST_LOG=$host_log NO_COLOR=1 "$host_bin" run --config "$work/mailhost.toml" \
+    2>"$work/host.log" &
+host_pid=$!
+pids+=("$host_pid")
+if ! "$bench" probe --addr "127.0.0.1:$port" --wait "$STARTUP_WAIT" >/dev/null; then
+    tail -n 20 "$work/host.log" >&2
+    fail "the host did not serve an echo session"
+fi
+"$bench" probe --addr "127.0.0.1:$tls_port" --tls "$work/cert.pem" --wait 10 >/dev/null ||
+    fail "the host's TLS listener did not serve an echo session"
+
+start_baseline native native-echo
+native=$address native_pid=$pid
+start_baseline native-tls native-echo \
+    --certificate "$work/cert.pem" --key "$work/key.pem"
+native_tls=$address
+start_baseline fork fork-echo --max-children 1024
+fork=$address
+
+# Idle connections: the host's memory before and while it holds them.
+idle_figure() {
+    local name=$1 pid=$2 addr=$3
+    local before with line opened
+    before=$(rss_kib "$pid")
+    "$bench" idle-hold --addr "$addr" -n "$idle" --hold 600 >"$work/idle-$name.out" &
+    local holder=$!
+    pids+=("$holder")
+    for _ in $(seq 1200); do
+        line=$(sed -n 's/^idle-hold holding=//p' "$work/idle-$name.out")
+        [[ -n $line ]] && break
+        kill -0 "$holder" 2>/dev/null || break
+        sleep 0.1
+    done
+    [[ -n $line ]] || fail "idle-hold against $name did not finish opening"
+    sleep "$IDLE_SETTLE"
+    with=$(rss_kib "$pid")
+    opened=$line
+    sed -n 's/^idle-hold /  /p' "$work/idle-$name.out" | grep -v holding= || true
+    kill "$holder"
+    wait "$holder" 2>/dev/null || true
+    if [[ $opened -eq 0 ]]; then
+        fail "no idle connection to $name opened"
+    fi
+    per_conn=$(awk -v a="$before" -v b="$with" -v n="$opened" \
+        'BEGIN { printf "%.1f", (b - a) / n }')
+    echo "  idle $name: rss_before=${before}KiB rss_with=${with}KiB connections=$opened per_connection=${per_conn}KiB"
+}
+
+echo "bench: idle connections ($idle), RSS from /proc/PID/status"
+idle_figure ours "$host_pid" "127.0.0.1:$port"
+idle_ours=$per_conn
+idle_figure native "$native_pid" "$native"
+idle_native=$per_conn
+# Let the host finish the sessions the holder just closed.
+sleep "$IDLE_SETTLE"
+
+echo "bench: warm-up (${WARMUP}s each, not counted)"
+for target in "ours 127.0.0.1:$port" "native $native" "fork $fork"; do
+    set -- $target
+    run_load "warmup-$1" "$2" "$WARMUP" >/dev/null
+done
+run_load warmup-ours-tls "127.0.0.1:$tls_port" "$WARMUP" --tls "$work/cert.pem" >/dev/null
+run_load warmup-native-tls "$native_tls" "$WARMUP" --tls "$work/cert.pem" >/dev/null
+
+echo "bench: session rate, $rounds alternating rounds of ${seconds}s, $clients clients"
+ours=() natives=() forks=() ours_tls=() natives_tls=()
+for round in $(seq "$rounds"); do
+    echo " round $round"
+    run_load ours "127.0.0.1:$port" "$seconds"
+    ours+=("$rate")
+    run_load native "$native" "$seconds"
+    natives+=("$rate")
+    run_load fork "$fork" "$seconds"
+    forks+=("$rate")
+    run_load ours-tls "127.0.0.1:$tls_port" "$seconds" --tls "$work/cert.pem"
+    ours_tls+=("$rate")
+    run_load native-tls "$native_tls" "$seconds" --tls "$work/cert.pem"
+    natives_tls+=("$rate")
+done
+
+median() { "$bench" median "$@"; }
+m_ours=$(median "${ours[@]}")
+m_native=$(median "${natives[@]}")
+m_fork=$(median "${forks[@]}")
+m_ours_tls=$(median "${ours_tls[@]}")
+m_native_tls=$(median "${natives_tls[@]}")
+r_native=$("$bench" ratio "$m_ours" "$m_native")
+r_fork=$("$bench" ratio "$m_ours" "$m_fork")
+r_tls_native=$("$bench" ratio "$m_ours_tls" "$m_native_tls")
+r_tls_plain=$("$bench" ratio "$m_ours_tls" "$m_ours")
+
+echo "bench: instantiation latency"
+if "$host_bin" plugin bench --help >/dev/null 2>&1; then
+    instantiate=$("$host_bin" plugin bench "$plugin" --count "$instantiate_count" 2>&1 |
+        grep -m 1 '^instantiate' || true)
+    [[ -n $instantiate ]] || instantiate="instantiate: no result line"
+else
+    instantiate="not measured: this host has no \`mailhost plugin bench\`"
+fi
+echo "  $instantiate"
+p99=$(echo "$instantiate" | sed -n 's/.*p99=\([0-9.]*\)us.*/\1/p')
+
+# Whether a figure meets its target from the issue.
+verdict() {
+    awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN {
+        if (v == "n/a") { print "n/a"; exit }
+        ok = (op == ">=") ? (v + 0 >= t + 0) : (v + 0 <= t + 0)
+        print ok ? "meets" : "MISSES"
+    }'
+}
+
+echo
+echo "bench: summary (medians of $rounds rounds)"
+printf '  %-34s %12s  %s\n' "figure" "value" "target"
+printf '  %-34s %12s\n' "sessions/s ours" "$m_ours"
+printf '  %-34s %12s\n' "sessions/s native tokio" "$m_native"
+printf '  %-34s %12s\n' "sessions/s fork per connection" "$m_fork"
+printf '  %-34s %12s  >= 0.8 %s\n' "ours / native" "$r_native" "$(verdict "$r_native" 0.8 '>=')"
+printf '  %-34s %12s  >= 2 %s\n' "ours / fork" "$r_fork" "$(verdict "$r_fork" 2 '>=')"
+printf '  %-34s %12s\n' "TLS sessions/s ours" "$m_ours_tls"
+printf '  %-34s %12s\n' "TLS sessions/s native tokio" "$m_native_tls"
+printf '  %-34s %12s\n' "ours TLS / native TLS" "$r_tls_native"
+printf '  %-34s %12s\n' "ours TLS / ours plaintext" "$r_tls_plain"
+printf '  %-34s %12s  <= 64 %s\n' "KiB per idle connection, ours" "$idle_ours" "$(verdict "$idle_ours" 64 '<=')"
+printf '  %-34s %12s\n' "KiB per idle connection, native" "$idle_native"
+if [[ -n $p99 ]]; then
+    printf '  %-34s %12s  < 50 %s\n' "instantiate p99 (us)" "$p99" \
+        "$(awk -v v="$p99" 'BEGIN { print (v + 0 < 50) ? "meets" : "MISSES" }')"
+else
+    printf '  %-34s %12s\n' "instantiate p99 (us)" "n/a"
+fi
