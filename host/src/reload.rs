@@ -18,7 +18,7 @@ use crate::server::{Listener, PLUGIN_CACHE_DIR, Server};
 /// How often plugin files are looked at. A change is acted on once the
 /// file looked the same on two polls in a row, so a copy still being
 /// written is not compiled half-done.
-pub const PLUGIN_POLL_INTERVAL: Duration = Duration::from_millis(200);
+pub const PLUGIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What identifies one version of a file without reading it: replacing
 /// by rename changes the inode, copying over it the size or mtime.

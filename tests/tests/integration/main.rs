@@ -11,11 +11,13 @@
 //! - `smtp`: reception, submission and LMTP with smtplib, swaks, lettre.
 //! - `pop3`: poplib, curl, fetchmail against the POP3 plugin.
 //! - `imap`: imaplib, mbsync, curl against the IMAP plugin.
+//! - `reload`: plugin hot swap under load, refused files, the cache.
 
 mod chain;
 mod host;
 mod imap;
 mod pop3;
+mod reload;
 mod smtp;
 mod store;
 mod tls;
