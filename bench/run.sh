@@ -15,7 +15,6 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-root=$(pwd)
 
 target_dir=${CARGO_TARGET_DIR:-target}
 host_bin=${MAILHOST_BIN:-$target_dir/release/mailhost}
@@ -44,8 +43,11 @@ fail() {
 # Absolute paths: the config lives in a temporary directory.
 host_bin=$(realpath "$host_bin" 2>/dev/null) || host_bin=
 plugin=$(realpath "$plugin_dir/mailhost_echo.wasm" 2>/dev/null) || plugin=
-[[ -x $host_bin ]] || fail "no host binary; build it with \`cargo build --release -p mailhost\` or set MAILHOST_BIN"
-[[ -f $plugin ]] || fail "no echo plugin in \`$plugin_dir\`; build it with \`cargo build --release --target wasm32-wasip2 -p mailhost-echo\` or set MAILHOST_PLUGIN_DIR"
+[[ -x $host_bin ]] || fail "no host binary; build it with" \
+    "\`cargo build --release -p mailhost\` or set MAILHOST_BIN"
+[[ -f $plugin ]] || fail "no echo plugin in \`$plugin_dir\`; build it with" \
+    "\`cargo build --release --target wasm32-wasip2 -p mailhost-echo\`" \
+    "or set MAILHOST_PLUGIN_DIR"
 
 echo "bench: building the load generator and baselines"
 cargo build --release --quiet -p mailhost-bench
@@ -55,7 +57,8 @@ bench=$(realpath "$target_dir/release/mailhost-bench")
 need_fds=$((idle + FD_SLACK))
 hard=$(ulimit -Hn)
 if [[ $hard != unlimited && $hard -lt $need_fds ]]; then
-    fail "the hard descriptor limit is $hard; $need_fds are needed for $idle idle connections (lower BENCH_IDLE)"
+    fail "the hard descriptor limit is $hard; $need_fds are needed for" \
+        "$idle idle connections (lower BENCH_IDLE)"
 fi
 ulimit -n "$need_fds"
 
@@ -94,19 +97,37 @@ rss_kib() {
     awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
 }
 
-# One load run; prints its result lines and leaves the rate in $rate.
+# CPU time a process and its reaped children used, in clock ticks: for
+# fork-echo the children do the work.
+cpu_ticks() {
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$1/stat"
+}
+clock_tick=$(getconf CLK_TCK)
+
+# One load run against server $2 (ours, native, fork, ours-tls,
+# native-tls); prints its result and leaves the sessions/s in $rate and
+# the server's CPU microseconds per session in $cpu.
 run_load() {
-    local label=$1 addr=$2 duration=$3
-    shift 3
-    local out
-    out=$("$bench" load --label "$label" --addr "$addr" -c "$clients" -d "$duration" "$@")
-    echo "$out" | sed 's/^/  /'
+    local label=$1 server=$2 duration=$3
+    local tls=()
+    [[ $server == *-tls ]] && tls=(--tls "$work/cert.pem")
+    local pid=${pid_of[$server]} before out completed
+    before=$(cpu_ticks "$pid")
+    out=$("$bench" load --label "$label" --addr "${addr_of[$server]}" \
+        -c "$clients" -d "$duration" "${tls[@]}")
     rate=$(echo "$out" | sed -n 's/^load .* rate=\([0-9]*\) .*/\1/p' | head -n 1)
-    [[ -n $rate ]] || fail "no rate in the output of load $label"
+    completed=$(echo "$out" | sed -n 's/^load .* completed=\([0-9]*\) .*/\1/p')
+    [[ -n $rate && -n $completed ]] || fail "no rate in the output of load $label"
+    cpu=$(awk -v a="$before" -v b="$(cpu_ticks "$pid")" -v n="$completed" \
+        -v hz="$clock_tick" 'BEGIN { printf "%.0f", n ? (b - a) * 1e6 / hz / n : 0 }')
+    echo "$out" | sed "s/^load .*/& server_cpu_us=$cpu/; s/^/  /"
 }
 
-echo "bench: machine: $(nproc) cores, $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr); client and servers share the cores"
-echo "bench: host \`$host_bin\`, plugin \`$plugin\`, host log level \`$host_log\`"
+memory=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+echo "bench: machine: $(nproc) cores, $memory, $(uname -sr);" \
+    "client and servers share the cores"
+echo "bench: host \`$host_bin\`, plugin \`$plugin\`," \
+    "host log level \`$host_log\`"
 
 # The host: a plaintext and an implicit-TLS echo listener, limits sized
 # for the idle figure (they also size the instance pool).
@@ -158,9 +179,21 @@ start_baseline native native-echo
 native=$address native_pid=$pid
 start_baseline native-tls native-echo \
     --certificate "$work/cert.pem" --key "$work/key.pem"
-native_tls=$address
+native_tls=$address native_tls_pid=$pid
 start_baseline fork fork-echo --max-children 1024
-fork=$address
+fork=$address fork_pid=$pid
+
+# Where each server of the rate figures listens and which process does
+# its work.
+declare -A addr_of=(
+    [ours]=127.0.0.1:$port [ours-tls]=127.0.0.1:$tls_port
+    [native]=$native [native-tls]=$native_tls [fork]=$fork
+)
+declare -A pid_of=(
+    [ours]=$host_pid [ours-tls]=$host_pid
+    [native]=$native_pid [native-tls]=$native_tls_pid [fork]=$fork_pid
+)
+servers=(ours native fork ours-tls native-tls)
 
 # Idle connections: the host's memory before and while it holds them.
 idle_figure() {
@@ -180,7 +213,7 @@ idle_figure() {
     sleep "$IDLE_SETTLE"
     with=$(rss_kib "$pid")
     opened=$line
-    sed -n 's/^idle-hold /  /p' "$work/idle-$name.out" | grep -v holding= || true
+    sed -n "s/^idle-hold /  idle $name: /p" "$work/idle-$name.out" | grep -v holding= || true
     kill "$holder"
     wait "$holder" 2>/dev/null || true
     if [[ $opened -eq 0 ]]; then
@@ -188,7 +221,8 @@ idle_figure() {
     fi
     per_conn=$(awk -v a="$before" -v b="$with" -v n="$opened" \
         'BEGIN { printf "%.1f", (b - a) / n }')
-    echo "  idle $name: rss_before=${before}KiB rss_with=${with}KiB connections=$opened per_connection=${per_conn}KiB"
+    echo "  idle $name: rss_before=${before}KiB rss_with=${with}KiB" \
+        "connections=$opened per_connection=${per_conn}KiB"
 }
 
 echo "bench: idle connections ($idle), RSS from /proc/PID/status"
@@ -200,39 +234,57 @@ idle_native=$per_conn
 sleep "$IDLE_SETTLE"
 
 echo "bench: warm-up (${WARMUP}s each, not counted)"
-for target in "ours 127.0.0.1:$port" "native $native" "fork $fork"; do
-    set -- $target
-    run_load "warmup-$1" "$2" "$WARMUP" >/dev/null
+for server in "${servers[@]}"; do
+    run_load "warmup-$server" "$server" "$WARMUP" >/dev/null
 done
-run_load warmup-ours-tls "127.0.0.1:$tls_port" "$WARMUP" --tls "$work/cert.pem" >/dev/null
-run_load warmup-native-tls "$native_tls" "$WARMUP" --tls "$work/cert.pem" >/dev/null
 
-echo "bench: session rate, $rounds alternating rounds of ${seconds}s, $clients clients"
-ours=() natives=() forks=() ours_tls=() natives_tls=()
+echo "bench: session rate, $rounds alternating rounds of ${seconds}s," \
+    "$clients clients"
+echo "bench: load average before the rounds: $(cut -d' ' -f1-3 /proc/loadavg)"
+declare -A rates cpus
+# Ratios within each round: the servers of one round ran seconds apart,
+# under the same background load, so these are steadier than the ratio
+# of the medians on a shared machine.
+per_native=() per_fork=() per_tls=()
 for round in $(seq "$rounds"); do
     echo " round $round"
-    run_load ours "127.0.0.1:$port" "$seconds"
-    ours+=("$rate")
-    run_load native "$native" "$seconds"
-    natives+=("$rate")
-    run_load fork "$fork" "$seconds"
-    forks+=("$rate")
-    run_load ours-tls "127.0.0.1:$tls_port" "$seconds" --tls "$work/cert.pem"
-    ours_tls+=("$rate")
-    run_load native-tls "$native_tls" "$seconds" --tls "$work/cert.pem"
-    natives_tls+=("$rate")
+    declare -A this=()
+    for server in "${servers[@]}"; do
+        run_load "$server" "$server" "$seconds"
+        rates[$server]+="$rate "
+        cpus[$server]+="$cpu "
+        this[$server]=$rate
+    done
+    a=$("$bench" ratio "${this[ours]}" "${this[native]}")
+    b=$("$bench" ratio "${this[ours]}" "${this[fork]}")
+    c=$("$bench" ratio "${this[ours-tls]}" "${this[native-tls]}")
+    echo "  round $round ratios: ours/native=$a ours/fork=$b" \
+        "ours-tls/native-tls=$c"
+    # A baseline that completed nothing has no ratio; leave it out.
+    [[ $a == n/a ]] || per_native+=("$a")
+    [[ $b == n/a ]] || per_fork+=("$b")
+    [[ $c == n/a ]] || per_tls+=("$c")
 done
+echo "bench: load average after the rounds: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 median() { "$bench" median "$@"; }
-m_ours=$(median "${ours[@]}")
-m_native=$(median "${natives[@]}")
-m_fork=$(median "${forks[@]}")
-m_ours_tls=$(median "${ours_tls[@]}")
-m_native_tls=$(median "${natives_tls[@]}")
-r_native=$("$bench" ratio "$m_ours" "$m_native")
-r_fork=$("$bench" ratio "$m_ours" "$m_fork")
-r_tls_native=$("$bench" ratio "$m_ours_tls" "$m_native_tls")
-r_tls_plain=$("$bench" ratio "$m_ours_tls" "$m_ours")
+declare -A m_rate m_cpu
+for server in "${servers[@]}"; do
+    # Word splitting wanted: each list is space-separated numbers.
+    # shellcheck disable=SC2086
+    m_rate[$server]=$(median ${rates[$server]})
+    # shellcheck disable=SC2086
+    m_cpu[$server]=$(median ${cpus[$server]})
+done
+r_native=$("$bench" ratio "${m_rate[ours]}" "${m_rate[native]}")
+r_fork=$("$bench" ratio "${m_rate[ours]}" "${m_rate[fork]}")
+r_tls_native=$("$bench" ratio "${m_rate[ours-tls]}" "${m_rate[native-tls]}")
+r_tls_plain=$("$bench" ratio "${m_rate[ours-tls]}" "${m_rate[ours]}")
+# Two decimals: the ratios are around 1.
+median_ratio() { "$bench" median --decimals 2 "$@" 2>/dev/null || echo n/a; }
+rr_native=$(median_ratio "${per_native[@]}")
+rr_fork=$(median_ratio "${per_fork[@]}")
+rr_tls=$(median_ratio "${per_tls[@]}")
 
 echo "bench: instantiation latency"
 if "$host_bin" plugin bench --help >/dev/null 2>&1; then
@@ -256,21 +308,31 @@ verdict() {
 
 echo
 echo "bench: summary (medians of $rounds rounds)"
-printf '  %-34s %12s  %s\n' "figure" "value" "target"
-printf '  %-34s %12s\n' "sessions/s ours" "$m_ours"
-printf '  %-34s %12s\n' "sessions/s native tokio" "$m_native"
-printf '  %-34s %12s\n' "sessions/s fork per connection" "$m_fork"
-printf '  %-34s %12s  >= 0.8 %s\n' "ours / native" "$r_native" "$(verdict "$r_native" 0.8 '>=')"
-printf '  %-34s %12s  >= 2 %s\n' "ours / fork" "$r_fork" "$(verdict "$r_fork" 2 '>=')"
-printf '  %-34s %12s\n' "TLS sessions/s ours" "$m_ours_tls"
-printf '  %-34s %12s\n' "TLS sessions/s native tokio" "$m_native_tls"
-printf '  %-34s %12s\n' "ours TLS / native TLS" "$r_tls_native"
-printf '  %-34s %12s\n' "ours TLS / ours plaintext" "$r_tls_plain"
-printf '  %-34s %12s  <= 64 %s\n' "KiB per idle connection, ours" "$idle_ours" "$(verdict "$idle_ours" 64 '<=')"
-printf '  %-34s %12s\n' "KiB per idle connection, native" "$idle_native"
+printf '  %-40s %10s  %s\n' "figure" "value" "target"
+row() { printf '  %-40s %10s  %s\n' "$1" "$2" "${3:-}"; }
+row "sessions/s ours" "${m_rate[ours]}"
+row "sessions/s native tokio" "${m_rate[native]}"
+row "sessions/s fork per connection" "${m_rate[fork]}"
+row "ours / native (of medians)" "$r_native" \
+    ">= 0.8 $(verdict "$r_native" 0.8 '>=')"
+row "ours / native (median of rounds)" "$rr_native" \
+    ">= 0.8 $(verdict "$rr_native" 0.8 '>=')"
+row "ours / fork (of medians)" "$r_fork" ">= 2 $(verdict "$r_fork" 2 '>=')"
+row "ours / fork (median of rounds)" "$rr_fork" \
+    ">= 2 $(verdict "$rr_fork" 2 '>=')"
+row "TLS sessions/s ours" "${m_rate[ours-tls]}"
+row "TLS sessions/s native tokio" "${m_rate[native-tls]}"
+row "ours TLS / native TLS (of medians)" "$r_tls_native"
+row "ours TLS / native TLS (median of rounds)" "$rr_tls"
+row "ours TLS / ours plaintext" "$r_tls_plain"
+for server in "${servers[@]}"; do
+    row "server CPU us per session, $server" "${m_cpu[$server]}"
+done
+row "KiB per idle connection, ours" "$idle_ours" "<= 64 $(verdict "$idle_ours" 64 '<=')"
+row "KiB per idle connection, native" "$idle_native"
 if [[ -n $p99 ]]; then
-    printf '  %-34s %12s  < 50 %s\n' "instantiate p99 (us)" "$p99" \
-        "$(awk -v v="$p99" 'BEGIN { print (v + 0 < 50) ? "meets" : "MISSES" }')"
+    row "instantiate p99 (us)" "$p99" \
+        "< 50 $(awk -v v="$p99" 'BEGIN { print (v + 0 < 50) ? "meets" : "MISSES" }')"
 else
-    printf '  %-34s %12s\n' "instantiate p99 (us)" "n/a"
+    row "instantiate p99 (us)" "n/a"
 fi

@@ -69,7 +69,10 @@ pub fn run(args: ForkArgs) -> anyhow::Result<()> {
         match unsafe { libc::fork() } {
             -1 => {
                 CHILDREN.fetch_sub(1, Ordering::SeqCst);
-                eprintln!("fork-echo: fork failed: {}", io::Error::last_os_error());
+                eprintln!(
+                    "fork-echo: fork failed: {}",
+                    io::Error::last_os_error()
+                );
             }
             0 => {
                 // The child owns the connection; the listener is the
@@ -111,7 +114,8 @@ fn install_reaper() -> anyhow::Result<()> {
         action.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
         libc::sigemptyset(&mut action.sa_mask);
         if libc::sigaction(libc::SIGCHLD, &action, std::ptr::null_mut()) != 0 {
-            return Err(io::Error::last_os_error()).context("failed to install the SIGCHLD handler");
+            return Err(io::Error::last_os_error())
+                .context("failed to install the SIGCHLD handler");
         }
     }
     Ok(())
@@ -150,7 +154,10 @@ fn child(tcp: TcpStream) -> io::Result<()> {
 
 /// The next line of at most `max` bytes without its terminator, or
 /// `None` at the close; an overlong line is read to its LF and dropped.
-fn read_line<R: BufRead>(reader: &mut R, max: usize) -> io::Result<Option<Line>> {
+fn read_line<R: BufRead>(
+    reader: &mut R,
+    max: usize,
+) -> io::Result<Option<Line>> {
     let mut line = Vec::new();
     let limit = max as u64 + 2;
     reader.by_ref().take(limit).read_until(b'\n', &mut line)?;

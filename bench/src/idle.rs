@@ -59,13 +59,19 @@ pub fn run(args: IdleArgs) -> anyhow::Result<()> {
         bail!("`--count` must be in 1..={MAX_COUNT}, not `{}`", args.count);
     }
     if args.sources == 0 || args.sources > MAX_SOURCES {
-        bail!("`--sources` must be in 1..={MAX_SOURCES}, not `{}`", args.sources);
+        bail!(
+            "`--sources` must be in 1..={MAX_SOURCES}, not `{}`",
+            args.sources
+        );
     }
     if args.parallel == 0 {
         bail!("`--parallel` must be at least 1");
     }
     if args.hold > MAX_HOLD {
-        bail!("`--hold` must be at most {MAX_HOLD} seconds, not `{}`", args.hold);
+        bail!(
+            "`--hold` must be at most {MAX_HOLD} seconds, not `{}`",
+            args.hold
+        );
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -87,7 +93,8 @@ async fn hold(args: IdleArgs) -> anyhow::Result<()> {
         let source = source_address(index, args.sources);
         let addr = args.addr;
         tasks.push(tokio::spawn(async move {
-            let opened = tokio::time::timeout(timeout, open(addr, source)).await;
+            let opened =
+                tokio::time::timeout(timeout, open(addr, source)).await;
             drop(permit);
             match opened {
                 Ok(Ok(conn)) => {
@@ -144,7 +151,10 @@ fn source_address(index: usize, sources: usize) -> Option<IpAddr> {
 }
 
 /// Connect (from `source` if given) and read the greeting.
-async fn open(addr: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<LineConn<TcpStream>> {
+async fn open(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> anyhow::Result<LineConn<TcpStream>> {
     let tcp = match source {
         None => TcpStream::connect(addr).await?,
         Some(source) => {

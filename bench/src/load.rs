@@ -103,14 +103,17 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     }
     if !(args.duration > 0.0 && args.duration <= MAX_DURATION) {
         bail!(
-            "`--duration` must be above 0 and at most {MAX_DURATION} seconds, not `{}`",
+            "`--duration` must be above 0 and at most {MAX_DURATION} \
+             seconds, not `{}`",
             args.duration
         );
     }
     let tls = match &args.tls {
         Some(cert) => {
             let name = ServerName::try_from(args.server_name.clone())
-                .with_context(|| format!("invalid `--server-name` `{}`", args.server_name))?;
+                .with_context(|| {
+                    format!("invalid `--server-name` `{}`", args.server_name)
+                })?;
             Some((crate::tls::connector(cert, args.resume)?, name))
         }
         None => None,
@@ -124,7 +127,10 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     runtime.block_on(drive(args, tls))
 }
 
-async fn drive(args: LoadArgs, tls: Option<(TlsConnector, ServerName<'static>)>) -> anyhow::Result<()> {
+async fn drive(
+    args: LoadArgs,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+) -> anyhow::Result<()> {
     let tally = Arc::new(Tally::default());
     let tls = Arc::new(tls);
     let started = Instant::now();
@@ -137,7 +143,9 @@ async fn drive(args: LoadArgs, tls: Option<(TlsConnector, ServerName<'static>)>)
             let tls = tls.clone();
             let addr = args.addr;
             let max = args.max_sessions;
-            tokio::spawn(async move { client(addr, &tls, &tally, deadline, max, timeout).await })
+            tokio::spawn(async move {
+                client(addr, &tls, &tally, deadline, max, timeout).await
+            })
         })
         .collect();
 
@@ -172,18 +180,22 @@ async fn client(
     timeout: Duration,
 ) -> ClientReport {
     let mut report = ClientReport::default();
-    while Instant::now() < deadline && tally.started.fetch_add(1, Ordering::Relaxed) < max_sessions {
+    while Instant::now() < deadline
+        && tally.started.fetch_add(1, Ordering::Relaxed) < max_sessions
+    {
         let begun = Instant::now();
-        let outcome = match tokio::time::timeout(timeout, session(addr, tls)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(SessionError::Timeout),
-        };
+        let outcome =
+            match tokio::time::timeout(timeout, session(addr, tls)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(SessionError::Timeout),
+            };
 
         match outcome {
             Ok(()) => {
                 tally.completed.fetch_add(1, Ordering::Relaxed);
                 if report.latencies_us.len() < SAMPLES_PER_CLIENT {
-                    let micros = begun.elapsed().as_micros().min(u32::MAX as u128);
+                    let micros =
+                        begun.elapsed().as_micros().min(u32::MAX as u128);
                     report.latencies_us.push(micros as u32);
                 }
             }
@@ -207,7 +219,9 @@ async fn session(
     addr: SocketAddr,
     tls: &Option<(TlsConnector, ServerName<'static>)>,
 ) -> Result<(), SessionError> {
-    let tcp = TcpStream::connect(addr).await.map_err(SessionError::Connect)?;
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(SessionError::Connect)?;
     tcp.set_nodelay(true)?;
 
     match tls {
@@ -219,7 +233,12 @@ async fn session(
     }
 }
 
-fn print_result(args: &LoadArgs, tally: &Tally, report: &mut ClientReport, elapsed: f64) {
+fn print_result(
+    args: &LoadArgs,
+    tally: &Tally,
+    report: &mut ClientReport,
+    elapsed: f64,
+) {
     let completed = tally.completed.load(Ordering::Relaxed);
     let errors: u64 = report.errors.values().map(|(count, _)| count).sum();
     report.latencies_us.sort_unstable();
@@ -227,13 +246,17 @@ fn print_result(args: &LoadArgs, tally: &Tally, report: &mut ClientReport, elaps
     let p99 = stats::percentile(&report.latencies_us, 99.0).unwrap_or(0);
 
     println!(
-        "load label={} completed={completed} errors={errors} seconds={elapsed:.2} \
+        "load label={} completed={completed} errors={errors} \
+         seconds={elapsed:.2} \
          rate={:.0} p50_us={p50} p99_us={p99}",
         args.label,
         completed as f64 / elapsed,
     );
     for (kind, (count, examples)) in &report.errors {
         let example = examples.first().map(String::as_str).unwrap_or("");
-        println!("load label={} error={kind} count={count} example=\"{example}\"", args.label);
+        println!(
+            "load label={} error={kind} count={count} example=\"{example}\"",
+            args.label
+        );
     }
 }

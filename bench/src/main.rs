@@ -57,7 +57,12 @@ enum Command {
     /// Print a loopback TCP port that was free a moment ago.
     FreePort,
     /// Print the median of the numbers given.
-    Median { values: Vec<f64> },
+    Median {
+        /// Digits after the decimal point.
+        #[arg(long, default_value_t = 0)]
+        decimals: usize,
+        values: Vec<f64>,
+    },
     /// Print `a / b` with two decimals, or `n/a` when `b` is zero.
     Ratio { a: f64, b: f64 },
 }
@@ -78,15 +83,17 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::NativeEcho(args) => native::run(args),
         Command::ForkEcho(args) => fork::run(args),
         Command::IdleHold(args) => idle::run(args),
-        Command::Probe { addr, tls, wait } => probe(addr, tls, Duration::from_secs(wait)),
+        Command::Probe { addr, tls, wait } => {
+            probe(addr, tls, Duration::from_secs(wait))
+        }
         Command::FreePort => {
             let socket = TcpListener::bind("127.0.0.1:0")?;
             println!("{}", socket.local_addr()?.port());
             Ok(())
         }
-        Command::Median { values } => {
+        Command::Median { decimals, values } => {
             let median = stats::median(&values).context("no values given")?;
-            println!("{median:.0}");
+            println!("{median:.decimals$}");
             Ok(())
         }
         Command::Ratio { a, b } => {
@@ -107,7 +114,11 @@ pub fn announce(addr: SocketAddr) {
 }
 
 /// Retry one whole session until it succeeds or `wait` runs out.
-fn probe(addr: SocketAddr, tls: Option<PathBuf>, wait: Duration) -> anyhow::Result<()> {
+fn probe(
+    addr: SocketAddr,
+    tls: Option<PathBuf>,
+    wait: Duration,
+) -> anyhow::Result<()> {
     let connector = match &tls {
         Some(cert) => Some(tls::connector(cert, false)?),
         None => None,
@@ -127,7 +138,8 @@ fn probe(addr: SocketAddr, tls: Option<PathBuf>, wait: Duration) -> anyhow::Resu
                 match &connector {
                     None => proto::client_session(tcp).await,
                     Some(connector) => {
-                        let name = "localhost".try_into().expect("a valid name");
+                        let name =
+                            "localhost".try_into().expect("a valid name");
                         let stream = connector.connect(name, tcp).await?;
                         proto::client_session(stream).await
                     }

@@ -71,7 +71,10 @@ pub fn run(args: NativeArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(args, tls))
 }
 
-async fn serve(args: NativeArgs, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
+async fn serve(
+    args: NativeArgs,
+    tls: Option<TlsAcceptor>,
+) -> anyhow::Result<()> {
     let socket = match args.listen {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -109,13 +112,17 @@ async fn serve(args: NativeArgs, tls: Option<TlsAcceptor>) -> anyhow::Result<()>
     }
 }
 
-async fn connection(tcp: TcpStream, tls: Option<&TlsAcceptor>) -> anyhow::Result<()> {
+async fn connection(
+    tcp: TcpStream,
+    tls: Option<&TlsAcceptor>,
+) -> anyhow::Result<()> {
     match tls {
         None => proto::serve_session(tcp, IDLE_TIMEOUT).await?,
         Some(acceptor) => {
-            let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-                .await
-                .context("TLS handshake timed out")??;
+            let stream =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                    .await
+                    .context("TLS handshake timed out")??;
             proto::serve_session(stream, IDLE_TIMEOUT).await?
         }
     }

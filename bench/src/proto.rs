@@ -86,7 +86,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
     pub async fn read_line(&mut self, max: usize) -> io::Result<Option<Line>> {
         let mut scanned = 0;
         loop {
-            if let Some(at) = self.input[scanned..].iter().position(|&b| b == b'\n') {
+            if let Some(at) =
+                self.input[scanned..].iter().position(|&b| b == b'\n')
+            {
                 let end = scanned + at;
                 let line = take_line(&mut self.input, end);
                 if std::mem::take(&mut self.discarding) || line.len() > max {
@@ -106,7 +108,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
             self.flush().await?;
             let filled = self.input.len();
             self.input.resize(filled + READ_CHUNK, 0);
-            let count = match self.stream.read(&mut self.input[filled..]).await {
+            let count = match self.stream.read(&mut self.input[filled..]).await
+            {
                 Ok(count) => count,
                 Err(err) => {
                     self.input.truncate(filled);
@@ -169,7 +172,9 @@ impl std::fmt::Display for SessionError {
             SessionError::Connect(err) => write!(f, "connect failed: {err}"),
             SessionError::Io(err) => write!(f, "i/o error: {err}"),
             SessionError::Closed(when) => write!(f, "server closed {when}"),
-            SessionError::Protocol(text) => write!(f, "unexpected reply `{text}`"),
+            SessionError::Protocol(text) => {
+                write!(f, "unexpected reply `{text}`")
+            }
             SessionError::Timeout => write!(f, "timed out"),
         }
     }
@@ -184,7 +189,11 @@ impl From<io::Error> for SessionError {
 }
 
 /// Read one reply and check it is exactly `expected`.
-async fn expect<S>(conn: &mut LineConn<S>, expected: &[u8], when: &'static str) -> Result<(), SessionError>
+async fn expect<S>(
+    conn: &mut LineConn<S>,
+    expected: &[u8],
+    when: &'static str,
+) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -193,14 +202,18 @@ where
         Some(Line::Complete(line)) => Err(SessionError::Protocol(
             String::from_utf8_lossy(&line).into_owned(),
         )),
-        Some(Line::TooLong) => Err(SessionError::Protocol("<overlong line>".into())),
+        Some(Line::TooLong) => {
+            Err(SessionError::Protocol("<overlong line>".into()))
+        }
         None => Err(SessionError::Closed(when)),
     }
 }
 
 /// Wait for the greeting: the first step of every client session, and
 /// all that an idle connection does.
-pub async fn read_greeting<S>(conn: &mut LineConn<S>) -> Result<(), SessionError>
+pub async fn read_greeting<S>(
+    conn: &mut LineConn<S>,
+) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -255,7 +268,9 @@ pub enum Reply {
 /// The server's answer to one line, as the echo plugin gives it.
 pub fn answer(line: &Line) -> Reply {
     let line = match line {
-        Line::TooLong => return Reply::Continue(b"ERR line too long\r\n".to_vec()),
+        Line::TooLong => {
+            return Reply::Continue(b"ERR line too long\r\n".to_vec());
+        }
         Line::Complete(line) => line,
     };
     if line.eq_ignore_ascii_case(b"QUIT") {
@@ -272,7 +287,10 @@ pub fn answer(line: &Line) -> Reply {
 /// The server side of one session over an async stream; returns when the
 /// client quits or closes, or on an I/O error. Every read is bounded by
 /// `idle`, as the host bounds a plugin's reads.
-pub async fn serve_session<S>(stream: S, idle: std::time::Duration) -> io::Result<()>
+pub async fn serve_session<S>(
+    stream: S,
+    idle: std::time::Duration,
+) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -281,15 +299,16 @@ where
     conn.queue(b"\r\n");
 
     loop {
-        let line = match tokio::time::timeout(idle, conn.read_line(MAX_LINE)).await {
-            Ok(Ok(Some(line))) => line,
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Err(err)) => return Err(err),
-            Err(_) => {
-                conn.queue(b"BYE idle timeout\r\n");
-                return conn.shutdown().await;
-            }
-        };
+        let line =
+            match tokio::time::timeout(idle, conn.read_line(MAX_LINE)).await {
+                Ok(Ok(Some(line))) => line,
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(err)) => return Err(err),
+                Err(_) => {
+                    conn.queue(b"BYE idle timeout\r\n");
+                    return conn.shutdown().await;
+                }
+            };
         match answer(&line) {
             Reply::Continue(reply) => conn.queue(&reply),
             Reply::Close(reply) => {
@@ -326,7 +345,10 @@ mod tests {
     #[tokio::test]
     async fn lines_split_on_crlf_and_bare_lf() {
         let lines = lines_of(b"one\r\ntwo\nthree\r\n", 100).await;
-        assert_eq!(lines, [complete("one"), complete("two"), complete("three")]);
+        assert_eq!(
+            lines,
+            [complete("one"), complete("two"), complete("three")]
+        );
     }
 
     #[tokio::test]
@@ -374,7 +396,10 @@ mod tests {
     #[tokio::test]
     async fn client_rejects_a_wrong_greeting() {
         let (client, mut server) = tokio::io::duplex(1024);
-        server.write_all(b"BUSY too many connections\r\n").await.unwrap();
+        server
+            .write_all(b"BUSY too many connections\r\n")
+            .await
+            .unwrap();
         drop(server);
 
         let err = client_session(client).await.unwrap_err();

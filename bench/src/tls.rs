@@ -13,11 +13,14 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 fn load_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem = std::fs::read(path)
-        .with_context(|| format!("failed to read certificate `{}`", path.display()))?;
+    let pem = std::fs::read(path).with_context(|| {
+        format!("failed to read certificate `{}`", path.display())
+    })?;
     let chain = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("certificate `{}` is not valid PEM", path.display()))?;
+        .with_context(|| {
+            format!("certificate `{}` is not valid PEM", path.display())
+        })?;
     if chain.is_empty() {
         bail!("certificate `{}` holds no certificate", path.display());
     }
@@ -25,11 +28,13 @@ fn load_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 }
 
 fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    let pem =
-        std::fs::read(path).with_context(|| format!("failed to read key `{}`", path.display()))?;
+    let pem = std::fs::read(path)
+        .with_context(|| format!("failed to read key `{}`", path.display()))?;
     rustls_pemfile::private_key(&mut pem.as_slice())
         .with_context(|| format!("key `{}` is not valid PEM", path.display()))?
-        .with_context(|| format!("key `{}` holds no private key", path.display()))
+        .with_context(|| {
+            format!("key `{}` holds no private key", path.display())
+        })
 }
 
 /// A connector that trusts only the certificate in `cert`. Without
@@ -63,7 +68,10 @@ pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
 
     let provider = Arc::new(aws_lc_rs::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(&[
+            &rustls::version::TLS13,
+            &rustls::version::TLS12,
+        ])
         .context("TLS 1.2 and 1.3 are unavailable")?
         .with_no_client_auth()
         .with_single_cert(chain, key)

@@ -72,7 +72,17 @@ fn field(fields: &[(String, String)], key: &str) -> u64 {
 /// Run `load` for about a second and return its output.
 fn load(addr: &str, extra: &[&str]) -> String {
     let output = bench()
-        .args(["load", "--addr", addr, "-c", "4", "-d", "1", "--timeout-ms", "3000"])
+        .args([
+            "load",
+            "--addr",
+            addr,
+            "-c",
+            "4",
+            "-d",
+            "1",
+            "--timeout-ms",
+            "3000",
+        ])
         .args(extra)
         .output()
         .expect("run load");
@@ -93,10 +103,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "mailhost-bench-test-{}-{name}",
-            std::process::id()
-        ));
+        let path = std::env::temp_dir()
+            .join(format!("mailhost-bench-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
@@ -171,7 +179,9 @@ fn tls_client_refuses_a_server_with_an_untrusted_cert() {
 #[test]
 fn load_counts_connect_errors_when_nothing_listens() {
     // A port that was free a moment ago and has no listener now.
-    let port = String::from_utf8(bench().arg("free-port").output().unwrap().stdout).unwrap();
+    let port =
+        String::from_utf8(bench().arg("free-port").output().unwrap().stdout)
+            .unwrap();
     let addr = format!("127.0.0.1:{}", port.trim());
 
     let output = load(&addr, &[]);
@@ -232,7 +242,8 @@ fn native_echo_answers_an_overlong_line_and_keeps_the_session() {
 fn zombies_of(parent: u32) -> usize {
     let mut count = 0;
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat"))
+        else {
             continue;
         };
         // The command name may hold spaces; the fields after its `)` do
@@ -263,7 +274,15 @@ fn fork_echo_reaps_its_children() {
 fn idle_hold_opens_and_holds_every_connection() {
     let server = start(&["native-echo"]);
     let output = bench()
-        .args(["idle-hold", "--addr", &server.addr, "-n", "200", "--hold", "1"])
+        .args([
+            "idle-hold",
+            "--addr",
+            &server.addr,
+            "-n",
+            "200",
+            "--hold",
+            "1",
+        ])
         .args(["--sources", "3"])
         .output()
         .unwrap();

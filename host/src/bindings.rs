@@ -15,4 +15,6 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use mailhost::plugin::connection::{IoError, SessionInfo, TlsError, TlsInfo};
+pub use mailhost::plugin::connection::{
+    IoError, SessionInfo, TlsError, TlsInfo,
+};

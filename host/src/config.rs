@@ -309,8 +309,12 @@ impl ListenerConfig {
                 Protocol::Smtp | Protocol::Lmtp => {
                     "421 4.7.0 Too many connections, try again later"
                 }
-                Protocol::Pop3 => "-ERR [SYS/TEMP] Too many connections, try again later",
-                Protocol::Imap => "* BYE [UNAVAILABLE] Too many connections, try again later",
+                Protocol::Pop3 => {
+                    "-ERR [SYS/TEMP] Too many connections, try again later"
+                }
+                Protocol::Imap => {
+                    "* BYE [UNAVAILABLE] Too many connections, try again later"
+                }
                 Protocol::Other => "BUSY too many connections",
             };
             text.to_owned()
@@ -405,10 +409,12 @@ impl Config {
     /// Read and parse a config without checking the files it names, for
     /// the setup commands that create those files.
     pub fn load_for_setup(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("failed to read config `{}`", path.display()))?;
-        let mut config: Config = toml::from_str(&text)
-            .map_err(|err| anyhow::anyhow!("invalid config `{}`: {err}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!("failed to read config `{}`", path.display())
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|err| {
+            anyhow::anyhow!("invalid config `{}`: {err}", path.display())
+        })?;
         config.path = path.to_path_buf();
         config.resolve_paths();
         Ok(config)
@@ -417,7 +423,9 @@ impl Config {
     /// Make every relative path relative to the config file's directory.
     fn resolve_paths(&mut self) {
         let base = match self.path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            Some(parent) if !parent.as_os_str().is_empty() => {
+                parent.to_path_buf()
+            }
             _ => PathBuf::from("."),
         };
         let resolve = |path: &mut PathBuf| {
@@ -468,9 +476,13 @@ impl Config {
             bail!("`limits.max-connections` must be at least 1, not `0`");
         }
         if limits.max_connections_per_ip == 0 {
-            bail!("`limits.max-connections-per-ip` must be at least 1, not `0`");
+            bail!(
+                "`limits.max-connections-per-ip` must be at least 1, not `0`"
+            );
         }
-        if limits.max_memory_mib == 0 || limits.max_memory_mib > MAX_MEMORY_MIB_LIMIT {
+        if limits.max_memory_mib == 0
+            || limits.max_memory_mib > MAX_MEMORY_MIB_LIMIT
+        {
             bail!(
                 "`limits.max-memory-mib` must be in 1..={MAX_MEMORY_MIB_LIMIT}, \
                  not `{}`",
@@ -484,7 +496,9 @@ impl Config {
             }
             for domain in &accounts.domains {
                 if domain.is_empty() || domain.contains(['@', '/', ' ']) {
-                    bail!("`accounts.domains` holds an invalid domain `{domain}`");
+                    bail!(
+                        "`accounts.domains` holds an invalid domain `{domain}`"
+                    );
                 }
             }
         }
@@ -506,13 +520,16 @@ impl Config {
             if !names.insert(name.clone()) {
                 bail!("`listener.name` `{name}` is used twice");
             }
-            if listener.address.port() != 0 && !addresses.insert(listener.address) {
+            if listener.address.port() != 0
+                && !addresses.insert(listener.address)
+            {
                 bail!(
                     "listener `{name}`: `address` `{}` is used twice",
                     listener.address
                 );
             }
-            validate_listener(listener, self).with_context(|| format!("listener `{name}`"))?;
+            validate_listener(listener, self)
+                .with_context(|| format!("listener `{name}`"))?;
         }
         Ok(())
     }
@@ -533,7 +550,10 @@ impl Config {
     }
 }
 
-fn validate_listener(listener: &ListenerConfig, config: &Config) -> anyhow::Result<()> {
+fn validate_listener(
+    listener: &ListenerConfig,
+    config: &Config,
+) -> anyhow::Result<()> {
     if !listener.plugin.is_file() {
         bail!(
             "`plugin` `{}` does not exist or is not a file",
@@ -567,9 +587,13 @@ fn validate_listener(listener: &ListenerConfig, config: &Config) -> anyhow::Resu
     for (key, value) in &listener.settings {
         if matches!(
             value,
-            toml::Value::Array(_) | toml::Value::Table(_) | toml::Value::Datetime(_)
+            toml::Value::Array(_)
+                | toml::Value::Table(_)
+                | toml::Value::Datetime(_)
         ) {
-            bail!("`settings.{key}` must be a string, number or boolean, not `{value}`");
+            bail!(
+                "`settings.{key}` must be a string, number or boolean, not `{value}`"
+            );
         }
     }
     if listener.certificate.is_some() != listener.key.is_some() {

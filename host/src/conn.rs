@@ -174,7 +174,10 @@ impl ConnIo {
     }
 
     /// Bytes up to and including the first LF, or `max_len` bytes.
-    pub async fn read_line(&mut self, max_len: u32) -> Result<Vec<u8>, IoError> {
+    pub async fn read_line(
+        &mut self,
+        max_len: u32,
+    ) -> Result<Vec<u8>, IoError> {
         let max_len = max_len.min(MAX_READ) as usize;
         if max_len == 0 {
             return Ok(Vec::new());
@@ -187,7 +190,9 @@ impl ConnIo {
         loop {
             let pending = self.buffered();
             let window = &pending[..pending.len().min(max_len)];
-            if let Some(at) = window[searched..].iter().position(|&b| b == b'\n') {
+            if let Some(at) =
+                window[searched..].iter().position(|&b| b == b'\n')
+            {
                 return Ok(self.consume(searched + at + 1));
             }
             if window.len() == max_len {
@@ -308,7 +313,9 @@ impl ConnIo {
         self.buf.clear();
         self.start = 0;
 
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+        let Stream::Plain(tcp) =
+            std::mem::replace(&mut self.stream, Stream::Gone)
+        else {
             return Err(TlsError::HandshakeFailed);
         };
         let handshake = offer.acceptor.accept(tcp);
@@ -369,7 +376,10 @@ impl wit::HostConnection for SessionState {
         Ok(chunk)
     }
 
-    async fn buffered(&mut self, _conn: Resource<ConnectionHandle>) -> wasmtime::Result<u32> {
+    async fn buffered(
+        &mut self,
+        _conn: Resource<ConnectionHandle>,
+    ) -> wasmtime::Result<u32> {
         Ok(self.io.buffered().len().min(u32::MAX as usize) as u32)
     }
 
@@ -398,11 +408,17 @@ impl wit::HostConnection for SessionState {
         Ok(outcome)
     }
 
-    async fn info(&mut self, _conn: Resource<ConnectionHandle>) -> wasmtime::Result<SessionInfo> {
+    async fn info(
+        &mut self,
+        _conn: Resource<ConnectionHandle>,
+    ) -> wasmtime::Result<SessionInfo> {
         Ok(self.session_info())
     }
 
-    async fn drop(&mut self, conn: Resource<ConnectionHandle>) -> wasmtime::Result<()> {
+    async fn drop(
+        &mut self,
+        conn: Resource<ConnectionHandle>,
+    ) -> wasmtime::Result<()> {
         self.table.delete(conn)?;
         self.io.close().await;
         Ok(())

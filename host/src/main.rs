@@ -153,13 +153,16 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Reload { config } => {
             let config = Config::load_for_setup(&config)?;
             let pid_path = config.data_dir.join(server::PID_FILE);
-            let text = std::fs::read_to_string(&pid_path).with_context(|| {
-                format!("no running host: failed to read `{}`", pid_path.display())
+            let text =
+                std::fs::read_to_string(&pid_path).with_context(|| {
+                    format!(
+                        "no running host: failed to read `{}`",
+                        pid_path.display()
+                    )
+                })?;
+            let pid: i32 = text.trim().parse().with_context(|| {
+                format!("`{}` holds no pid", pid_path.display())
             })?;
-            let pid: i32 = text
-                .trim()
-                .parse()
-                .with_context(|| format!("`{}` holds no pid", pid_path.display()))?;
             // SAFETY: kill(2) sends a signal; no memory is involved.
             if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
                 anyhow::bail!(
@@ -189,9 +192,15 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             use mailhost_store::UserCommand as Cmd;
 
             let (config, command) = match command {
-                UserCommand::Add { config, user } => (config, Cmd::Add { user }),
-                UserCommand::Passwd { config, user } => (config, Cmd::Passwd { user }),
-                UserCommand::Del { config, user } => (config, Cmd::Del { user }),
+                UserCommand::Add { config, user } => {
+                    (config, Cmd::Add { user })
+                }
+                UserCommand::Passwd { config, user } => {
+                    (config, Cmd::Passwd { user })
+                }
+                UserCommand::Del { config, user } => {
+                    (config, Cmd::Del { user })
+                }
                 UserCommand::List { config } => (config, Cmd::List),
             };
             let config = Config::load_for_setup(&config)?;
@@ -216,7 +225,11 @@ fn run_command(command: Command) -> anyhow::Result<()> {
     }
 }
 
-fn plugin_bench(file: &std::path::Path, count: usize, role: &str) -> anyhow::Result<()> {
+fn plugin_bench(
+    file: &std::path::Path,
+    count: usize,
+    role: &str,
+) -> anyhow::Result<()> {
     let role: config::Role = toml::Value::String(role.to_owned())
         .try_into()
         .map_err(|_| anyhow::anyhow!("unknown role `{role}`"))?;
@@ -251,7 +264,8 @@ fn plugin_bench(file: &std::path::Path, count: usize, role: &str) -> anyhow::Res
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

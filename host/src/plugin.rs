@@ -51,8 +51,12 @@ const WASI_ALLOWED: &[&str] = &[
 fn granted(role: Role) -> &'static [&'static str] {
     match role {
         Role::Session => &["connection", "log", "settings"],
-        Role::Submission => &["connection", "log", "settings", "accounts", "delivery"],
-        Role::Mailbox => &["connection", "log", "settings", "accounts", "mailbox"],
+        Role::Submission => {
+            &["connection", "log", "settings", "accounts", "delivery"]
+        }
+        Role::Mailbox => {
+            &["connection", "log", "settings", "accounts", "mailbox"]
+        }
     }
 }
 
@@ -67,7 +71,9 @@ pub fn engine(config: &Config) -> anyhow::Result<Engine> {
     let instances = config.limits.max_connections.saturating_add(POOL_SLACK);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(instances)
-        .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+        .total_core_instances(
+            instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT),
+        )
         .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT))
         .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT))
         .total_stacks(instances)
@@ -145,13 +151,16 @@ pub fn load(
     role: Role,
     cache: Option<&Path>,
 ) -> anyhow::Result<Plugin> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("failed to read plugin `{}`", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| {
+        format!("failed to read plugin `{}`", path.display())
+    })?;
     let component = match cache {
         Some(dir) => compile_cached(engine, &bytes, dir),
         None => Component::new(engine, &bytes).map_err(anyhow::Error::from),
     }
-    .with_context(|| format!("plugin `{}` is not a valid component", path.display()))?;
+    .with_context(|| {
+        format!("plugin `{}` is not a valid component", path.display())
+    })?;
 
     check_imports(engine, &component, role)
         .with_context(|| format!("plugin `{}` refused", path.display()))?;
@@ -160,7 +169,9 @@ pub fn load(
         .for_role(role)
         .instantiate_pre(&component)
         .map_err(anyhow::Error::from)
-        .with_context(|| format!("plugin `{}` cannot be linked", path.display()))?;
+        .with_context(|| {
+            format!("plugin `{}` cannot be linked", path.display())
+        })?;
     let pre = AllRolesPre::new(pre)
         .map_err(anyhow::Error::from)
         .with_context(|| {
@@ -180,7 +191,11 @@ pub fn load(
 /// `dir`. The cache key is the SHA-256 of the bytes and the engine's
 /// compatibility hash (wasmtime version and settings), so a changed plugin
 /// or host never picks up stale code.
-fn compile_cached(engine: &Engine, bytes: &[u8], dir: &Path) -> anyhow::Result<Component> {
+fn compile_cached(
+    engine: &Engine,
+    bytes: &[u8],
+    dir: &Path,
+) -> anyhow::Result<Component> {
     use sha2::{Digest, Sha256};
     use std::hash::{Hash, Hasher};
 
@@ -218,7 +233,11 @@ fn compile_cached(engine: &Engine, bytes: &[u8], dir: &Path) -> anyhow::Result<C
 
 /// Write a cache entry to a fresh file and rename it into place: a mapped
 /// entry that another process is using must never change under it.
-fn write_cache_entry(component: &Component, dir: &Path, file: &Path) -> anyhow::Result<()> {
+fn write_cache_entry(
+    component: &Component,
+    dir: &Path,
+    file: &Path,
+) -> anyhow::Result<()> {
     let code = component.serialize()?;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("failed to create `{}`", dir.display()))?;
@@ -227,14 +246,20 @@ fn write_cache_entry(component: &Component, dir: &Path, file: &Path) -> anyhow::
         file.file_name().unwrap_or_default().to_string_lossy(),
         std::process::id()
     ));
-    std::fs::write(&temp, code).with_context(|| format!("failed to write `{}`", temp.display()))?;
-    std::fs::rename(&temp, file)
-        .with_context(|| format!("failed to rename into `{}`", file.display()))?;
+    std::fs::write(&temp, code)
+        .with_context(|| format!("failed to write `{}`", temp.display()))?;
+    std::fs::rename(&temp, file).with_context(|| {
+        format!("failed to rename into `{}`", file.display())
+    })?;
     Ok(())
 }
 
 /// Refuse any import the role does not grant, naming it.
-fn check_imports(engine: &Engine, component: &Component, role: Role) -> anyhow::Result<()> {
+fn check_imports(
+    engine: &Engine,
+    component: &Component,
+    role: Role,
+) -> anyhow::Result<()> {
     for (name, _) in component.component_type().imports(engine) {
         if !import_allowed(name, role) {
             bail!(
@@ -262,7 +287,9 @@ pub fn describe(engine: &Engine, path: &Path) -> anyhow::Result<String> {
 
     let component = Component::from_file(engine, path)
         .map_err(anyhow::Error::from)
-        .with_context(|| format!("plugin `{}` is not a valid component", path.display()))?;
+        .with_context(|| {
+            format!("plugin `{}` is not a valid component", path.display())
+        })?;
     let ty = component.component_type();
     let mut out = String::new();
 

@@ -55,7 +55,8 @@ impl PluginLog {
     fn admit(&self) -> Option<u64> {
         let mut bucket = self.bucket.lock().unwrap();
         let now = Instant::now();
-        let earned = now.duration_since(bucket.refilled).as_secs_f64() * bucket.rate;
+        let earned =
+            now.duration_since(bucket.refilled).as_secs_f64() * bucket.rate;
         bucket.tokens = (bucket.tokens + earned).min(bucket.rate);
         bucket.refilled = now;
 
@@ -109,7 +110,8 @@ impl tracing_core::Callsite for PluginCallsite {
 }
 
 fn callsites_for(listener: &str) -> &'static Callsites {
-    static MADE: OnceLock<Mutex<HashMap<String, &'static Callsites>>> = OnceLock::new();
+    static MADE: OnceLock<Mutex<HashMap<String, &'static Callsites>>> =
+        OnceLock::new();
     let mut made = MADE.get_or_init(Default::default).lock().unwrap();
 
     let key = if made.len() < MAX_LOG_TARGETS || made.contains_key(listener) {
@@ -121,7 +123,8 @@ fn callsites_for(listener: &str) -> &'static Callsites {
         return existing;
     }
 
-    let target: &'static str = Box::leak(format!("plugin::{key}").into_boxed_str());
+    let target: &'static str =
+        Box::leak(format!("plugin::{key}").into_boxed_str());
     let callsites: &'static Callsites = Box::leak(Box::new(Callsites {
         by_level: std::array::from_fn(|_| PluginCallsite {
             metadata: OnceLock::new(),
@@ -194,7 +197,11 @@ fn truncate(text: &str, max: usize) -> &str {
 }
 
 impl wit::Host for SessionState {
-    async fn write(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {
+    async fn write(
+        &mut self,
+        level: wit::Level,
+        message: String,
+    ) -> wasmtime::Result<()> {
         self.log.record(level, &message);
         Ok(())
     }
@@ -262,11 +269,17 @@ impl AsyncWrite for LineWriter {
         Poll::Ready(Ok(data.len()))
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         if !self.pending.is_empty() {
             let len = self.pending.len();
             self.emit(len);

@@ -46,7 +46,8 @@ pub async fn watch_plugins(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let listeners = &server.listeners;
-    let mut loaded: Vec<_> = listeners.iter().map(|l| stamp(&l.config.plugin)).collect();
+    let mut loaded: Vec<_> =
+        listeners.iter().map(|l| stamp(&l.config.plugin)).collect();
     let mut settling: Vec<Option<FileStamp>> = vec![None; listeners.len()];
 
     loop {
@@ -85,7 +86,13 @@ async fn reload_plugin(server: &Arc<Server>, listener: &Arc<Listener>) {
         let path = path.clone();
         tokio::task::spawn_blocking(move || {
             let cache = server.config.data_dir.join(PLUGIN_CACHE_DIR);
-            plugin::load(&server.engine, &server.linkers, &path, role, Some(&cache))
+            plugin::load(
+                &server.engine,
+                &server.linkers,
+                &path,
+                role,
+                Some(&cache),
+            )
         })
     };
 

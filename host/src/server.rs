@@ -109,7 +109,10 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
 }
 
 /// The TLS a listener offers, loaded from the files its config names.
-fn tls_offer(config: &Config, listener: &ListenerConfig) -> anyhow::Result<Option<TlsOffer>> {
+fn tls_offer(
+    config: &Config,
+    listener: &ListenerConfig,
+) -> anyhow::Result<Option<TlsOffer>> {
     let Some(files) = config.tls_files(listener) else {
         return Ok(None);
     };
@@ -253,8 +256,9 @@ struct PidFile(std::path::PathBuf);
 
 impl PidFile {
     fn write(data_dir: &std::path::Path) -> anyhow::Result<PidFile> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("failed to create data-dir `{}`", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir).with_context(|| {
+            format!("failed to create data-dir `{}`", data_dir.display())
+        })?;
         let path = data_dir.join(PID_FILE);
         std::fs::write(&path, format!("{}\n", std::process::id()))
             .with_context(|| format!("failed to write `{}`", path.display()))?;
@@ -291,19 +295,20 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
 
-        let permit = match limits::admit(&server.global, &listener.counter, peer.ip()) {
-            Ok(permit) => permit,
-            Err(hit) => {
-                tracing::info!(
-                    listener = %listener.config.name,
-                    peer = %peer,
-                    limit = hit.name(),
-                    "connection refused: over limit"
-                );
-                tokio::spawn(refuse(tcp, listener.busy_reply.clone()));
-                continue;
-            }
-        };
+        let permit =
+            match limits::admit(&server.global, &listener.counter, peer.ip()) {
+                Ok(permit) => permit,
+                Err(hit) => {
+                    tracing::info!(
+                        listener = %listener.config.name,
+                        peer = %peer,
+                        limit = hit.name(),
+                        "connection refused: over limit"
+                    );
+                    tokio::spawn(refuse(tcp, listener.busy_reply.clone()));
+                    continue;
+                }
+            };
 
         let id = server.next_id.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!(
@@ -355,7 +360,8 @@ async fn serve(
     let (stream, tls_info, starttls) = match (&offer, config.tls) {
         (Some(offer), TlsMode::Implicit) => {
             let handshake = offer.acceptor.accept(tcp);
-            match tokio::time::timeout(offer.handshake_timeout, handshake).await {
+            match tokio::time::timeout(offer.handshake_timeout, handshake).await
+            {
                 Ok(Ok(tls)) => {
                     let facts = crate::tls::session_facts(tls.get_ref().1);
                     (Stream::Tls(Box::new(tls)), Some(facts), None)
@@ -370,7 +376,9 @@ async fn serve(
                 }
             }
         }
-        (Some(offer), TlsMode::Starttls) => (Stream::Plain(tcp), None, Some(offer.clone())),
+        (Some(offer), TlsMode::Starttls) => {
+            (Stream::Plain(tcp), None, Some(offer.clone()))
+        }
         _ => (Stream::Plain(tcp), None, None),
     };
 
@@ -401,7 +409,8 @@ async fn serve(
     };
     tracing::debug!(plugin = %params.plugin.path.display(), "session started");
 
-    let (outcome, bytes_in, bytes_out) = session::run(&server.engine, params, facts, io).await;
+    let (outcome, bytes_in, bytes_out) =
+        session::run(&server.engine, params, facts, io).await;
     let duration_ms = started.elapsed().as_millis() as u64;
     match outcome {
         Outcome::Completed => tracing::info!(

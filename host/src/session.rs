@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{
+    Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::mailhost::plugin as wit;
@@ -109,7 +111,10 @@ impl wit::settings::Host for SessionState {
 /// A linker holding WASI (deny-all) and exactly the interfaces `role`
 /// grants. A plugin importing more fails to link, on top of the
 /// import check that names the culprit.
-pub fn linker(engine: &Engine, role: Role) -> anyhow::Result<Linker<SessionState>> {
+pub fn linker(
+    engine: &Engine,
+    role: Role,
+) -> anyhow::Result<Linker<SessionState>> {
     use wasmtime::component::HasSelf;
 
     let mut linker = Linker::new(engine);
@@ -321,7 +326,10 @@ pub async fn time_instantiation(
     Ok(times)
 }
 
-async fn call_plugin(store: &mut Store<SessionState>, plugin: &Plugin) -> wasmtime::Result<()> {
+async fn call_plugin(
+    store: &mut Store<SessionState>,
+    plugin: &Plugin,
+) -> wasmtime::Result<()> {
     let conn = store.data_mut().table.push(ConnectionHandle)?;
     let instance = plugin.pre.instantiate_async(&mut *store).await?;
     instance

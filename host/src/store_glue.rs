@@ -75,8 +75,9 @@ pub fn open(config: &Config) -> anyhow::Result<Option<StoreRoot>> {
         accounts.aliases_file.as_deref(),
         &accounts.domains,
     )?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("failed to create data-dir `{}`", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!("failed to create data-dir `{}`", config.data_dir.display())
+    })?;
     let store = Store::open(&config.data_dir).map_err(|err| {
         anyhow::anyhow!(
             "failed to open the store in `{}`: {err}",
@@ -166,7 +167,9 @@ fn store_error(err: mailhost_store::StoreError) -> mailbox::StoreError {
     }
 }
 
-fn delivery_error(err: mailhost_store::DeliveryError) -> delivery::DeliveryError {
+fn delivery_error(
+    err: mailhost_store::DeliveryError,
+) -> delivery::DeliveryError {
     use mailhost_store::DeliveryError as E;
     match err {
         E::UnknownUser => delivery::DeliveryError::UnknownUser,
@@ -189,7 +192,8 @@ impl accounts::Host for SessionState {
         &mut self,
         username: String,
         password: String,
-    ) -> wasmtime::Result<Result<Resource<IdentityHandle>, accounts::AuthError>> {
+    ) -> wasmtime::Result<Result<Resource<IdentityHandle>, accounts::AuthError>>
+    {
         let plaintext_ok = self.session_info().plaintext_auth_allowed;
         let peer = self.facts.peer.ip();
         let ctx = self.store_ctx()?;
@@ -206,7 +210,8 @@ impl accounts::Host for SessionState {
         // Password hashes are slow on purpose; keep them off the runtime.
         let accounts = ctx.accounts();
         let user = username.clone();
-        let (_, verdict) = blocking((), move |_| accounts.verify(&user, &password)).await?;
+        let (_, verdict) =
+            blocking((), move |_| accounts.verify(&user, &password)).await?;
         let ctx = self.store_ctx()?;
         match verdict {
             Ok(identity) => {
@@ -217,7 +222,8 @@ impl accounts::Host for SessionState {
                 Ok(Ok(handle))
             }
             Err(mailhost_store::AuthError::InvalidCredentials) => {
-                let delay = ctx.throttle.failure(peer, &username, Instant::now());
+                let delay =
+                    ctx.throttle.failure(peer, &username, Instant::now());
                 tracing::warn!(
                     user = %username,
                     delay_ms = delay.as_millis() as u64,
@@ -235,15 +241,24 @@ impl accounts::Host for SessionState {
 }
 
 impl accounts::HostIdentity for SessionState {
-    async fn name(&mut self, who: Resource<IdentityHandle>) -> wasmtime::Result<String> {
+    async fn name(
+        &mut self,
+        who: Resource<IdentityHandle>,
+    ) -> wasmtime::Result<String> {
         Ok(self.table.get(&who)?.0.name.clone())
     }
 
-    async fn addresses(&mut self, who: Resource<IdentityHandle>) -> wasmtime::Result<Vec<String>> {
+    async fn addresses(
+        &mut self,
+        who: Resource<IdentityHandle>,
+    ) -> wasmtime::Result<Vec<String>> {
         Ok(self.table.get(&who)?.0.addresses.clone())
     }
 
-    async fn drop(&mut self, who: Resource<IdentityHandle>) -> wasmtime::Result<()> {
+    async fn drop(
+        &mut self,
+        who: Resource<IdentityHandle>,
+    ) -> wasmtime::Result<()> {
         self.table.delete(who)?;
         Ok(())
     }
@@ -275,7 +290,9 @@ impl delivery::Host for SessionState {
         &mut self,
         return_path: String,
         recipients: Vec<String>,
-    ) -> wasmtime::Result<Result<Resource<TransactionHandle>, delivery::DeliveryError>> {
+    ) -> wasmtime::Result<
+        Result<Resource<TransactionHandle>, delivery::DeliveryError>,
+    > {
         let ctx = self.store_ctx()?;
         let (store, accounts) = (ctx.store.clone(), ctx.accounts());
         let max = ctx.max_message_size;
@@ -289,7 +306,9 @@ impl delivery::Host for SessionState {
         .await?;
 
         match begun {
-            Ok(delivery) => Ok(Ok(self.table.push(TransactionHandle(Some(delivery)))?)),
+            Ok(delivery) => {
+                Ok(Ok(self.table.push(TransactionHandle(Some(delivery)))?))
+            }
             Err(err) => Ok(Err(delivery_error(err))),
         }
     }
@@ -304,7 +323,8 @@ impl delivery::HostTransaction for SessionState {
         let Some(delivery) = self.table.get_mut(&tx)?.0.take() else {
             return Ok(Err(delivery::DeliveryError::InvalidArgument));
         };
-        let (delivery, written) = blocking(delivery, move |d| d.write(&data)).await?;
+        let (delivery, written) =
+            blocking(delivery, move |d| d.write(&data)).await?;
         self.table.get_mut(&tx)?.0 = Some(delivery);
         Ok(written.map_err(delivery_error))
     }
@@ -312,7 +332,9 @@ impl delivery::HostTransaction for SessionState {
     async fn commit(
         &mut self,
         tx: Resource<TransactionHandle>,
-    ) -> wasmtime::Result<Result<Vec<delivery::RecipientResult>, delivery::DeliveryError>> {
+    ) -> wasmtime::Result<
+        Result<Vec<delivery::RecipientResult>, delivery::DeliveryError>,
+    > {
         let Some(delivery) = self.table.get_mut(&tx)?.0.take() else {
             return Ok(Err(delivery::DeliveryError::InvalidArgument));
         };
@@ -324,7 +346,11 @@ impl delivery::HostTransaction for SessionState {
             Err(err) => return Ok(Err(delivery_error(err))),
         };
         let delivered = results.iter().filter(|(_, r)| r.is_ok()).count();
-        tracing::info!(recipients = results.len(), delivered, "message delivered");
+        tracing::info!(
+            recipients = results.len(),
+            delivered,
+            "message delivered"
+        );
         Ok(Ok(results
             .into_iter()
             .map(|(recipient, outcome)| delivery::RecipientResult {
@@ -334,7 +360,10 @@ impl delivery::HostTransaction for SessionState {
             .collect()))
     }
 
-    async fn drop(&mut self, tx: Resource<TransactionHandle>) -> wasmtime::Result<()> {
+    async fn drop(
+        &mut self,
+        tx: Resource<TransactionHandle>,
+    ) -> wasmtime::Result<()> {
         // An uncommitted delivery removes its temporary file on drop,
         // which touches the disk: do that off the runtime too.
         if let Some(delivery) = self.table.delete(tx)?.0 {
@@ -356,7 +385,9 @@ fn message_info(info: &mailhost_store::MessageInfo) -> mailbox::MessageInfo {
     }
 }
 
-fn folder_status(status: mailhost_store::FolderStatus) -> mailbox::FolderStatus {
+fn folder_status(
+    status: mailhost_store::FolderStatus,
+) -> mailbox::FolderStatus {
     mailbox::FolderStatus {
         messages: status.messages,
         recent: status.recent,
@@ -371,13 +402,16 @@ impl mailbox::Host for SessionState {
     async fn open_account(
         &mut self,
         who: Resource<IdentityHandle>,
-    ) -> wasmtime::Result<Result<Resource<AccountHandle>, mailbox::StoreError>> {
+    ) -> wasmtime::Result<Result<Resource<AccountHandle>, mailbox::StoreError>>
+    {
         let name = self.table.get(&who)?.0.name.clone();
         let store = self.store_ctx()?.store.clone();
         let (_, opened) = blocking((), move |_| store.account(&name)).await?;
 
         match opened {
-            Ok(account) => Ok(Ok(self.table.push(AccountHandle(Arc::new(account)))?)),
+            Ok(account) => {
+                Ok(Ok(self.table.push(AccountHandle(Arc::new(account)))?))
+            }
             Err(err) => Ok(Err(store_error(err))),
         }
     }
@@ -391,7 +425,8 @@ impl SessionState {
         work: impl FnOnce(&mailhost_store::Account) -> R + Send + 'static,
     ) -> wasmtime::Result<R> {
         let account = self.table.get(handle)?.0.clone();
-        let (_, result) = blocking(account, move |account| work(account)).await?;
+        let (_, result) =
+            blocking(account, move |account| work(account)).await?;
         Ok(result)
     }
 
@@ -412,7 +447,10 @@ impl SessionState {
         Ok(result)
     }
 
-    fn folder(&self, handle: &Resource<FolderHandle>) -> wasmtime::Result<&Folder> {
+    fn folder(
+        &self,
+        handle: &Resource<FolderHandle>,
+    ) -> wasmtime::Result<&Folder> {
         self.table
             .get(handle)?
             .folder
@@ -447,7 +485,8 @@ impl mailbox::HostAccount for SessionState {
         account: Resource<AccountHandle>,
         name: String,
     ) -> StoreResult<()> {
-        let created = self.with_account(&account, move |a| a.create_folder(&name));
+        let created =
+            self.with_account(&account, move |a| a.create_folder(&name));
         Ok(created.await?.map_err(store_error))
     }
 
@@ -456,7 +495,8 @@ impl mailbox::HostAccount for SessionState {
         account: Resource<AccountHandle>,
         name: String,
     ) -> StoreResult<()> {
-        let deleted = self.with_account(&account, move |a| a.delete_folder(&name));
+        let deleted =
+            self.with_account(&account, move |a| a.delete_folder(&name));
         Ok(deleted.await?.map_err(store_error))
     }
 
@@ -466,7 +506,9 @@ impl mailbox::HostAccount for SessionState {
         old_name: String,
         new_name: String,
     ) -> StoreResult<()> {
-        let renamed = self.with_account(&account, move |a| a.rename_folder(&old_name, &new_name));
+        let renamed = self.with_account(&account, move |a| {
+            a.rename_folder(&old_name, &new_name)
+        });
         Ok(renamed.await?.map_err(store_error))
     }
 
@@ -476,7 +518,9 @@ impl mailbox::HostAccount for SessionState {
         name: String,
         subscribed: bool,
     ) -> StoreResult<()> {
-        let changed = self.with_account(&account, move |a| a.set_subscribed(&name, subscribed));
+        let changed = self.with_account(&account, move |a| {
+            a.set_subscribed(&name, subscribed)
+        });
         Ok(changed.await?.map_err(store_error))
     }
 
@@ -530,12 +574,17 @@ impl mailbox::HostAccount for SessionState {
             a.begin_append(&name, &flags, internal_date, max)
         });
         match begun.await? {
-            Ok(appender) => Ok(Ok(self.table.push(AppenderHandle(Some(appender)))?)),
+            Ok(appender) => {
+                Ok(Ok(self.table.push(AppenderHandle(Some(appender)))?))
+            }
             Err(err) => Ok(Err(store_error(err))),
         }
     }
 
-    async fn drop(&mut self, account: Resource<AccountHandle>) -> wasmtime::Result<()> {
+    async fn drop(
+        &mut self,
+        account: Resource<AccountHandle>,
+    ) -> wasmtime::Result<()> {
         self.table.delete(account)?;
         Ok(())
     }
@@ -555,15 +604,22 @@ impl mailbox::HostAppender for SessionState {
         Ok(written.map_err(store_error))
     }
 
-    async fn commit(&mut self, appender: Resource<AppenderHandle>) -> StoreResult<(u32, u32)> {
+    async fn commit(
+        &mut self,
+        appender: Resource<AppenderHandle>,
+    ) -> StoreResult<(u32, u32)> {
         let Some(inner) = self.table.get_mut(&appender)?.0.take() else {
             return Ok(Err(mailbox::StoreError::InvalidArgument));
         };
-        let (_, committed) = blocking(Some(inner), |a| a.take().unwrap().commit()).await?;
+        let (_, committed) =
+            blocking(Some(inner), |a| a.take().unwrap().commit()).await?;
         Ok(committed.map_err(store_error))
     }
 
-    async fn drop(&mut self, appender: Resource<AppenderHandle>) -> wasmtime::Result<()> {
+    async fn drop(
+        &mut self,
+        appender: Resource<AppenderHandle>,
+    ) -> wasmtime::Result<()> {
         if let Some(inner) = self.table.delete(appender)?.0 {
             blocking(inner, |_| ()).await?;
         }
@@ -572,7 +628,10 @@ impl mailbox::HostAppender for SessionState {
 }
 
 impl mailbox::HostFolder for SessionState {
-    async fn uid_validity(&mut self, folder: Resource<FolderHandle>) -> wasmtime::Result<u32> {
+    async fn uid_validity(
+        &mut self,
+        folder: Resource<FolderHandle>,
+    ) -> wasmtime::Result<u32> {
         Ok(self.folder(&folder)?.uid_validity())
     }
 
@@ -588,7 +647,10 @@ impl mailbox::HostFolder for SessionState {
             .collect())
     }
 
-    async fn refresh(&mut self, folder: Resource<FolderHandle>) -> StoreResult<mailbox::Changes> {
+    async fn refresh(
+        &mut self,
+        folder: Resource<FolderHandle>,
+    ) -> StoreResult<mailbox::Changes> {
         let refreshed = self
             .with_folder(&folder, |f| {
                 let generation = f.generation();
@@ -613,7 +675,8 @@ impl mailbox::HostFolder for SessionState {
         offset: u64,
         max_len: u32,
     ) -> StoreResult<Vec<u8>> {
-        let read = self.with_folder(&folder, move |f| f.read(uid, offset, max_len));
+        let read =
+            self.with_folder(&folder, move |f| f.read(uid, offset, max_len));
         Ok(read.await?.map_err(store_error))
     }
 
@@ -626,10 +689,15 @@ impl mailbox::HostFolder for SessionState {
     ) -> StoreResult<Vec<mailbox::MessageInfo>> {
         let op = match op {
             mailbox::FlagOperation::Add => mailhost_store::FlagOperation::Add,
-            mailbox::FlagOperation::Remove => mailhost_store::FlagOperation::Remove,
-            mailbox::FlagOperation::Replace => mailhost_store::FlagOperation::Replace,
+            mailbox::FlagOperation::Remove => {
+                mailhost_store::FlagOperation::Remove
+            }
+            mailbox::FlagOperation::Replace => {
+                mailhost_store::FlagOperation::Replace
+            }
         };
-        let changed = self.with_folder(&folder, move |f| f.set_flags(&uids, op, &flags));
+        let changed =
+            self.with_folder(&folder, move |f| f.set_flags(&uids, op, &flags));
         Ok(changed
             .await?
             .map(|infos| infos.iter().map(message_info).collect())
@@ -641,7 +709,8 @@ impl mailbox::HostFolder for SessionState {
         folder: Resource<FolderHandle>,
         uids: Option<Vec<u32>>,
     ) -> StoreResult<Vec<u32>> {
-        let expunged = self.with_folder(&folder, move |f| f.expunge(uids.as_deref()));
+        let expunged =
+            self.with_folder(&folder, move |f| f.expunge(uids.as_deref()));
         Ok(expunged.await?.map_err(store_error))
     }
 
@@ -702,7 +771,10 @@ impl mailbox::HostFolder for SessionState {
         Ok(event)
     }
 
-    async fn drop(&mut self, folder: Resource<FolderHandle>) -> wasmtime::Result<()> {
+    async fn drop(
+        &mut self,
+        folder: Resource<FolderHandle>,
+    ) -> wasmtime::Result<()> {
         // Dropping a folder releases its exclusive lock and may write the
         // uidlist: off the runtime.
         if let Some(inner) = self.table.delete(folder)?.folder {

@@ -20,7 +20,10 @@ use crate::config::{SniCertificate, TlsFiles};
 /// Build the acceptor of a listener: its default certificate, plus the
 /// certificates chosen by SNI name. TLS 1.2 and 1.3 only. Errors name the
 /// file at fault.
-pub fn acceptor(default: &TlsFiles, sni: &[SniCertificate]) -> anyhow::Result<TlsAcceptor> {
+pub fn acceptor(
+    default: &TlsFiles,
+    sni: &[SniCertificate],
+) -> anyhow::Result<TlsAcceptor> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut by_name = HashMap::new();
     for entry in sni {
@@ -39,7 +42,10 @@ pub fn acceptor(default: &TlsFiles, sni: &[SniCertificate]) -> anyhow::Result<Tl
     };
 
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(&[
+            &rustls::version::TLS13,
+            &rustls::version::TLS12,
+        ])
         .context("TLS 1.2 and 1.3 are unavailable")?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
@@ -48,16 +54,20 @@ pub fn acceptor(default: &TlsFiles, sni: &[SniCertificate]) -> anyhow::Result<Tl
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-fn certified_key(files: &TlsFiles, provider: &CryptoProvider) -> anyhow::Result<Arc<CertifiedKey>> {
+fn certified_key(
+    files: &TlsFiles,
+    provider: &CryptoProvider,
+) -> anyhow::Result<Arc<CertifiedKey>> {
     let chain = load_chain(&files.certificate)?;
     let key = load_key(&files.key)?;
-    let certified = CertifiedKey::from_der(chain, key, provider).with_context(|| {
-        format!(
-            "certificate `{}` does not match key `{}`",
-            files.certificate.display(),
-            files.key.display()
-        )
-    })?;
+    let certified =
+        CertifiedKey::from_der(chain, key, provider).with_context(|| {
+            format!(
+                "certificate `{}` does not match key `{}`",
+                files.certificate.display(),
+                files.key.display()
+            )
+        })?;
     Ok(Arc::new(certified))
 }
 
@@ -79,11 +89,14 @@ impl ResolvesServerCert for SniResolver {
 }
 
 fn load_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem = std::fs::read(path)
-        .with_context(|| format!("failed to read certificate `{}`", path.display()))?;
+    let pem = std::fs::read(path).with_context(|| {
+        format!("failed to read certificate `{}`", path.display())
+    })?;
     let chain = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("certificate `{}` is not valid PEM", path.display()))?;
+        .with_context(|| {
+            format!("certificate `{}` is not valid PEM", path.display())
+        })?;
     if chain.is_empty() {
         bail!("certificate `{}` holds no certificate", path.display());
     }
@@ -91,8 +104,8 @@ fn load_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 }
 
 fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    let pem =
-        std::fs::read(path).with_context(|| format!("failed to read key `{}`", path.display()))?;
+    let pem = std::fs::read(path)
+        .with_context(|| format!("failed to read key `{}`", path.display()))?;
     match rustls_pemfile::private_key(&mut pem.as_slice()) {
         Ok(Some(key)) => Ok(key),
         Ok(None) => bail!("key `{}` holds no private key", path.display()),
@@ -132,18 +145,21 @@ pub fn ensure_self_signed(files: &TlsFiles) -> anyhow::Result<bool> {
         .context("failed to generate a self-signed certificate")?;
     for path in [&files.certificate, &files.key] {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("failed to create directory `{}`", parent.display()))?;
+            std::fs::create_dir_all(parent).with_context(|| {
+                format!("failed to create directory `{}`", parent.display())
+            })?;
         }
     }
 
     write_private(&files.key, generated.key_pair.serialize_pem().as_bytes())?;
-    std::fs::write(&files.certificate, generated.cert.pem()).with_context(|| {
-        format!(
-            "failed to write certificate `{}`",
-            files.certificate.display()
-        )
-    })?;
+    std::fs::write(&files.certificate, generated.cert.pem()).with_context(
+        || {
+            format!(
+                "failed to write certificate `{}`",
+                files.certificate.display()
+            )
+        },
+    )?;
     Ok(true)
 }
 

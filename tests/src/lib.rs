@@ -103,7 +103,10 @@ impl Host {
     }
 
     /// Start, returning the log when the host exits before it is ready.
-    pub fn try_start_in(dir: tempfile::TempDir, config: &str) -> Result<Host, String> {
+    pub fn try_start_in(
+        dir: tempfile::TempDir,
+        config: &str,
+    ) -> Result<Host, String> {
         let config = config.replace("{dir}", dir.path().to_str().unwrap());
         let config_path = dir.path().join("mailhost.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -220,8 +223,10 @@ impl Host {
     /// Kill the host and start it again on the same directory and config.
     pub fn restart(mut self) -> Host {
         self.kill();
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        let config = std::fs::read_to_string(dir.path().join("mailhost.toml")).unwrap();
+        let dir =
+            std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let config =
+            std::fs::read_to_string(dir.path().join("mailhost.toml")).unwrap();
         Host::start_in(dir, &config)
     }
 }
@@ -241,7 +246,8 @@ fn parse_listening(log: &str) -> HashMap<String, SocketAddr> {
                 .find_map(|word| word.strip_prefix(key))
                 .map(|value| value.trim_matches('"').to_owned())
         };
-        if let (Some(name), Some(addr)) = (field("listener="), field("address="))
+        if let (Some(name), Some(addr)) =
+            (field("listener="), field("address="))
             && let Ok(addr) = addr.parse()
         {
             addrs.insert(name, addr);

@@ -40,9 +40,12 @@ fn parse_args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| panic!("`{a}` needs a value"));
+        let mut value =
+            || it.next().unwrap_or_else(|| panic!("`{a}` needs a value"));
         match a.as_str() {
-            "--deliveries" => args.deliveries = value().parse().expect("a count"),
+            "--deliveries" => {
+                args.deliveries = value().parse().expect("a count")
+            }
             "--messages" => args.messages = value().parse().expect("a count"),
             "--dir" => args.dir = Some(PathBuf::from(value())),
             other => panic!("unknown argument `{other}`"),
@@ -81,7 +84,12 @@ fn raw_loop(dir: &Path, count: usize, body: &[u8]) -> f64 {
 }
 
 /// The store with concurrent deliverers into `mailboxes` accounts.
-fn store_deliveries(store: &Store, count: usize, mailboxes: usize, body: &[u8]) -> f64 {
+fn store_deliveries(
+    store: &Store,
+    count: usize,
+    mailboxes: usize,
+    body: &[u8],
+) -> f64 {
     let accounts: Vec<String> = (0..mailboxes)
         .map(|i| format!("bench{i}@example.org"))
         .collect();
@@ -133,7 +141,8 @@ fn fill_folder(store: &Store, count: usize) -> mailhost_store::Account {
     // A folder left by an earlier run with `--dir` is reused.
     let have = fs::read_dir(&cur).unwrap().count();
     for _ in have..count {
-        let base = filename::with_sizes(&filename::unique_base(1_700_000_000), 17, 17);
+        let base =
+            filename::with_sizes(&filename::unique_base(1_700_000_000), 17, 17);
         fs::write(cur.join(filename::cur_name(&base, "S")), body).unwrap();
     }
     acct
@@ -145,7 +154,9 @@ fn thread_cpu() -> Duration {
     // SAFETY: getrusage fills the struct it is given.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    let tv = |t: libc::timeval| {
+        Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000)
+    };
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
@@ -174,7 +185,9 @@ fn main() {
         return open_figures(&store, args.messages);
     }
     let raw = raw_loop(&dir, args.deliveries, &body);
-    println!("raw loop, 1 writer, write+fsync+rename+fsync dir, 10 KB: {raw:.0} msg/s");
+    println!(
+        "raw loop, 1 writer, write+fsync+rename+fsync dir, 10 KB: {raw:.0} msg/s"
+    );
     let one = store_deliveries(&store, args.deliveries, 1, &body);
     println!(
         "store delivery, {DELIVERERS} deliverers, 1 mailbox, 10 KB: {one:.0} msg/s ({:.2}x raw)",

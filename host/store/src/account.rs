@@ -51,7 +51,10 @@ fn is_folder(dir: &Path) -> bool {
 }
 
 /// The directory of an existing folder, by WIT name.
-pub(crate) fn existing_folder_dir(root: &Path, name: &str) -> Result<PathBuf, StoreError> {
+pub(crate) fn existing_folder_dir(
+    root: &Path,
+    name: &str,
+) -> Result<PathBuf, StoreError> {
     let dir = folder_dir(root, &FolderName::parse(name)?);
     if !is_folder(&dir) {
         return Err(StoreError::NotFound);
@@ -60,7 +63,10 @@ pub(crate) fn existing_folder_dir(root: &Path, name: &str) -> Result<PathBuf, St
 }
 
 impl Account {
-    pub(crate) fn open_account(store: Arc<StoreInner>, name: &str) -> Result<Account, StoreError> {
+    pub(crate) fn open_account(
+        store: Arc<StoreInner>,
+        name: &str,
+    ) -> Result<Account, StoreError> {
         let (local, domain) = account_path(name)?;
         let root = store.data_dir.join(&domain).join(&local).join("Maildir");
         let account = Account {
@@ -114,11 +120,12 @@ impl Account {
     ///
     /// Typical errors: `temporary-failure`.
     pub fn list_folders(&self) -> Result<Vec<FolderInfo>, StoreError> {
-        let entries =
-            fs::read_dir(&self.root).map_err(|e| StoreError::io("cannot list", &self.root, e))?;
+        let entries = fs::read_dir(&self.root)
+            .map_err(|e| StoreError::io("cannot list", &self.root, e))?;
         let mut names = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| StoreError::io("cannot list", &self.root, e))?;
+            let entry = entry
+                .map_err(|e| StoreError::io("cannot list", &self.root, e))?;
             if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
@@ -132,7 +139,8 @@ impl Account {
         }
         names.sort_by_key(|n| n.display());
 
-        let subscribed: HashSet<String> = self.subscriptions()?.into_iter().collect();
+        let subscribed: HashSet<String> =
+            self.subscriptions()?.into_iter().collect();
         let mut all = vec![FolderName::Inbox];
         all.extend(names);
         let infos = all
@@ -196,16 +204,22 @@ impl Account {
         let trash = self
             .root
             .join(format!("..mailhost-deleted.{:016x}", rand::random::<u64>()));
-        fs::rename(&dir, &trash).map_err(|e| StoreError::io("cannot delete", &dir, e))?;
+        fs::rename(&dir, &trash)
+            .map_err(|e| StoreError::io("cannot delete", &dir, e))?;
         self.store.forget_folder(&dir);
-        fs::remove_dir_all(&trash).map_err(|e| StoreError::io("cannot delete", &trash, e))
+        fs::remove_dir_all(&trash)
+            .map_err(|e| StoreError::io("cannot delete", &trash, e))
     }
 
     /// Rename a folder with the folders below it. Renaming `INBOX` moves
     /// its messages into the new folder and leaves `INBOX` empty.
     ///
     /// Typical errors: `not-found`, `already-exists`, `invalid-name`.
-    pub fn rename_folder(&self, old: &str, new: &str) -> Result<(), StoreError> {
+    pub fn rename_folder(
+        &self,
+        old: &str,
+        new: &str,
+    ) -> Result<(), StoreError> {
         let old_name = FolderName::parse(old)?;
         let new_name = FolderName::parse(new)?;
         if new_name == FolderName::Inbox || new_name.is_below(&old_name) {
@@ -223,7 +237,8 @@ impl Account {
         if old_name == FolderName::Inbox {
             self.create_folder(new)?;
             let mut inbox = self.open("INBOX", OpenMode::ReadWrite)?;
-            let uids: Vec<u32> = inbox.messages().iter().map(|m| m.uid).collect();
+            let uids: Vec<u32> =
+                inbox.messages().iter().map(|m| m.uid).collect();
             inbox.move_(&uids, new)?;
             return Ok(());
         }
@@ -260,7 +275,8 @@ impl Account {
             self.create_folder(&parent.display())?;
         }
         for (from, to) in moves {
-            fs::rename(&from, &to).map_err(|e| StoreError::io("cannot rename", &from, e))?;
+            fs::rename(&from, &to)
+                .map_err(|e| StoreError::io("cannot rename", &from, e))?;
             self.store.forget_folder(&from);
         }
         Ok(())
@@ -282,7 +298,11 @@ impl Account {
     /// exist.
     ///
     /// Typical errors: `invalid-name`.
-    pub fn set_subscribed(&self, name: &str, subscribed: bool) -> Result<(), StoreError> {
+    pub fn set_subscribed(
+        &self,
+        name: &str,
+        subscribed: bool,
+    ) -> Result<(), StoreError> {
         let name = FolderName::parse(name)?.display();
         self.update_subscriptions(|subs| {
             subs.retain(|s| *s != name);
@@ -320,7 +340,11 @@ impl Account {
     ///
     /// Typical errors: `not-found`, `invalid-name`, `in-use` (exclusive
     /// mode, while another exclusive handle lives).
-    pub fn open(&self, name: &str, mode: OpenMode) -> Result<Folder, StoreError> {
+    pub fn open(
+        &self,
+        name: &str,
+        mode: OpenMode,
+    ) -> Result<Folder, StoreError> {
         let dir = existing_folder_dir(&self.root, name)?;
         Folder::open(self.store.clone(), self.root.clone(), dir, mode)
     }
@@ -342,8 +366,8 @@ impl Account {
             .unwrap_or_else(now_secs)
             .clamp(0, MAX_INTERNAL_DATE);
         let tmp = dir.join("tmp").join(filename::unique_base(date));
-        let file =
-            fsutil::create_new(&tmp).map_err(|e| StoreError::io("cannot create", &tmp, e))?;
+        let file = fsutil::create_new(&tmp)
+            .map_err(|e| StoreError::io("cannot create", &tmp, e))?;
         Ok(Appender {
             store: self.store.clone(),
             dir,
@@ -501,13 +525,12 @@ impl Appender {
             consume: true,
         };
         let shared = self.store.folder(&self.dir);
-        let (validity, uids) = place::place(&self.store, &self.dir, &shared, vec![item])?;
+        let (validity, uids) =
+            place::place(&self.store, &self.dir, &shared, vec![item])?;
         self.tmp = PathBuf::new();
-        let uid = uids
-            .first()
-            .copied()
-            .flatten()
-            .ok_or_else(|| StoreError::Temporary("appended file vanished".to_owned()))?;
+        let uid = uids.first().copied().flatten().ok_or_else(|| {
+            StoreError::Temporary("appended file vanished".to_owned())
+        })?;
         Ok((validity, uid))
     }
 
@@ -532,7 +555,8 @@ mod tests {
 
     #[test]
     fn subscriptions_v2_round_trip() {
-        let subs = vec!["INBOX".to_owned(), "a/b".to_owned(), "t\tab".to_owned()];
+        let subs =
+            vec!["INBOX".to_owned(), "a/b".to_owned(), "t\tab".to_owned()];
         let text = serialize_subscriptions(&subs);
         assert_eq!(text, "V\t2\n\nINBOX\na\tb\nt\x01tab\n");
         assert_eq!(parse_subscriptions(&text), subs);

@@ -103,8 +103,9 @@ pub(crate) fn parse_user_line(
     let mut fields = line.split(':');
     let user = fields.next().unwrap_or("").trim();
     let pass = fields.next().ok_or("expected `user@domain:{SCHEME}hash`")?;
-    let (local, domain) = account_path(user)
-        .map_err(|_| format!("`{}` is not a valid account address", user.escape_debug()))?;
+    let (local, domain) = account_path(user).map_err(|_| {
+        format!("`{}` is not a valid account address", user.escape_debug())
+    })?;
     if !domains.is_empty() && !domains.contains(&domain) {
         return Err(format!("domain `{domain}` is not a local domain"));
     }
@@ -125,7 +126,8 @@ impl Accounts {
         aliases_file: Option<&Path>,
         domains: &[String],
     ) -> Result<Accounts, FileError> {
-        let domains: Vec<String> = domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+        let domains: Vec<String> =
+            domains.iter().map(|d| d.to_ascii_lowercase()).collect();
         let mut users = HashMap::new();
         let text = read_text(users_file)?;
         for (n, line) in text.lines().enumerate() {
@@ -154,7 +156,10 @@ impl Accounts {
         Ok(accounts)
     }
 
-    fn load_aliases(&self, path: &Path) -> Result<HashMap<String, Vec<String>>, FileError> {
+    fn load_aliases(
+        &self,
+        path: &Path,
+    ) -> Result<HashMap<String, Vec<String>>, FileError> {
         let text = read_text(path)?;
         let mut raw: HashMap<String, (usize, Vec<String>)> = HashMap::new();
         for (n, line) in text.lines().enumerate() {
@@ -162,15 +167,16 @@ impl Accounts {
                 continue;
             }
             let err = |m: String| FileError::new(path, Some(n + 1), m);
-            let (alias, targets) = line
-                .split_once(':')
-                .ok_or_else(|| err("expected `alias@domain: target@domain`".into()))?;
+            let (alias, targets) = line.split_once(':').ok_or_else(|| {
+                err("expected `alias@domain: target@domain`".into())
+            })?;
             let alias = self.local_address(alias.trim()).map_err(err)?;
             if self.users.contains_key(&alias) {
                 return Err(err(format!("alias `{alias}` is also an account")));
             }
             let mut list = Vec::new();
-            for t in targets.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            for t in targets.split(',').map(str::trim).filter(|t| !t.is_empty())
+            {
                 list.push(self.local_address(t).map_err(err)?);
             }
             if list.is_empty() {
@@ -224,8 +230,9 @@ impl Accounts {
 
     /// Check and lower-case an address in one of our domains.
     fn local_address(&self, addr: &str) -> Result<String, String> {
-        let (local, domain) = account_path(addr)
-            .map_err(|_| format!("`{}` is not a valid address", addr.escape_debug()))?;
+        let (local, domain) = account_path(addr).map_err(|_| {
+            format!("`{}` is not a valid address", addr.escape_debug())
+        })?;
         if !self.domains.contains(&domain) {
             return Err(format!("domain `{domain}` is not a local domain"));
         }
@@ -252,7 +259,11 @@ impl Accounts {
     /// passwords, and both give `InvalidCredentials`.
     ///
     /// Blocking: an argon2 check takes tens of milliseconds.
-    pub fn verify(&self, username: &str, password: &str) -> Result<Identity, AuthError> {
+    pub fn verify(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Identity, AuthError> {
         let name = self.canonical_login(username);
         match name
             .as_ref()
@@ -382,7 +393,10 @@ mod tests {
 
         assert_eq!(
             acc.check_recipient("team@EXAMPLE.org"),
-            RecipientStatus::Local(vec!["alice@example.org".into(), "bob@example.org".into()])
+            RecipientStatus::Local(vec![
+                "alice@example.org".into(),
+                "bob@example.org".into()
+            ])
         );
         assert_eq!(
             acc.check_recipient("carol@example.org"),
@@ -446,7 +460,8 @@ mod tests {
     #[test]
     fn bad_aliases_name_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
-        let users = write(dir.path(), "users", &user_line("alice@example.org", "x"));
+        let users =
+            write(dir.path(), "users", &user_line("alice@example.org", "x"));
         let cases = [
             (
                 "a@example.org: nobody@example.org\n",
@@ -477,7 +492,8 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(
-                err.starts_with(&format!("`{}` {line}", aliases.display())) && err.contains(what),
+                err.starts_with(&format!("`{}` {line}", aliases.display()))
+                    && err.contains(what),
                 "{text:?}: {err}"
             );
         }

@@ -104,7 +104,8 @@ impl Store {
             .any(|b| b.is_ascii_control() || b == b'<' || b == b'>');
         if bad_char || return_path.len() > MAX_RETURN_PATH_LEN {
             return Err(DeliveryError::InvalidArgument(
-                "return path holds forbidden characters or is too long".to_owned(),
+                "return path holds forbidden characters or is too long"
+                    .to_owned(),
             ));
         }
 
@@ -122,7 +123,10 @@ impl Store {
                         None => {
                             let acct = self.account(&name)?;
                             accounts.push(acct);
-                            by_name.insert(name.to_ascii_lowercase(), accounts.len() - 1);
+                            by_name.insert(
+                                name.to_ascii_lowercase(),
+                                accounts.len() - 1,
+                            );
                             accounts.len() - 1
                         }
                     };
@@ -149,7 +153,8 @@ impl Store {
         };
         if let Some(first) = delivery.accounts.first() {
             let date = now_secs();
-            let tmp = first.root().join("tmp").join(filename::unique_base(date));
+            let tmp =
+                first.root().join("tmp").join(filename::unique_base(date));
             let file = fsutil::create_new(&tmp)
                 .map_err(|e| DeliveryError::io("cannot create", &tmp, e))?;
             delivery.tmp = tmp;
@@ -180,7 +185,9 @@ impl Delivery {
             return Err(err.clone());
         }
         if self.committed {
-            return Err(DeliveryError::InvalidArgument("already committed".into()));
+            return Err(DeliveryError::InvalidArgument(
+                "already committed".into(),
+            ));
         }
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
@@ -224,7 +231,9 @@ impl Delivery {
     /// `invalid-argument` for a second commit.
     pub fn commit(&mut self) -> Result<RecipientResults, DeliveryError> {
         if self.committed {
-            return Err(DeliveryError::InvalidArgument("already committed".into()));
+            return Err(DeliveryError::InvalidArgument(
+                "already committed".into(),
+            ));
         }
         self.committed = true;
         if let Some(err) = self.failed.clone() {
@@ -267,8 +276,11 @@ impl Delivery {
             return vec![Err(e); self.accounts.len()];
         }
 
-        let base =
-            filename::with_sizes(&filename::unique_base(date), self.file_size, self.file_size);
+        let base = filename::with_sizes(
+            &filename::unique_base(date),
+            self.file_size,
+            self.file_size,
+        );
         let mut results = Vec::with_capacity(self.accounts.len());
         for acct in &self.accounts {
             let new_dir = acct.root().join("new");
@@ -279,8 +291,13 @@ impl Delivery {
                 // Another file system: a synced copy instead.
                 Err(_) => copy_into(&self.tmp, acct, &dest, date),
             };
-            let synced = placed.and_then(|()| self.store.dir_sync(&new_dir).sync(&new_dir));
-            results.push(synced.map_err(|e| DeliveryError::io("cannot deliver to", &dest, e)));
+            let synced = placed
+                .and_then(|()| self.store.dir_sync(&new_dir).sync(&new_dir));
+            results.push(
+                synced.map_err(|e| {
+                    DeliveryError::io("cannot deliver to", &dest, e)
+                }),
+            );
         }
 
         // Readers of each INBOX learn of the message now.

@@ -147,7 +147,9 @@ mod tests {
         assert!(lock_path(&target).exists());
         let waiter = {
             let target = target.clone();
-            thread::spawn(move || DotLock::acquire(&target).unwrap().replace(b"two").unwrap())
+            thread::spawn(move || {
+                DotLock::acquire(&target).unwrap().replace(b"two").unwrap()
+            })
         };
         thread::sleep(Duration::from_millis(30));
         held.replace(b"one").unwrap();

@@ -68,8 +68,12 @@ impl From<StoreError> for DeliveryError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::TooLarge => DeliveryError::TooLarge,
-            StoreError::InvalidArgument(why) => DeliveryError::InvalidArgument(why),
-            StoreError::NotFound | StoreError::InvalidName => DeliveryError::UnknownUser,
+            StoreError::InvalidArgument(why) => {
+                DeliveryError::InvalidArgument(why)
+            }
+            StoreError::NotFound | StoreError::InvalidName => {
+                DeliveryError::UnknownUser
+            }
             other => DeliveryError::Temporary(other.to_string()),
         }
     }
@@ -112,7 +116,11 @@ fn line_display(line: &Option<usize>) -> String {
 }
 
 impl FileError {
-    pub(crate) fn new(file: &Path, line: Option<usize>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        file: &Path,
+        line: Option<usize>,
+        message: impl Into<String>,
+    ) -> Self {
         FileError {
             file: file.to_path_buf(),
             line,

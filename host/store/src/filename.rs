@@ -31,7 +31,8 @@ fn hostname() -> &'static str {
         let mut buf = [0u8; 256];
         // SAFETY: the buffer is valid for its length; gethostname writes
         // at most that many bytes.
-        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        let rc =
+            unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
         let raw = if rc == 0 {
             let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
             String::from_utf8_lossy(&buf[..end]).into_owned()

@@ -138,12 +138,15 @@ impl ImapFlags {
                     .find(|(_, n)| n.eq_ignore_ascii_case(flag))
                     .map(|(l, _)| *l)
                     .ok_or_else(|| {
-                        StoreError::InvalidArgument(format!("unknown system flag `{flag}`"))
+                        StoreError::InvalidArgument(format!(
+                            "unknown system flag `{flag}`"
+                        ))
                     })?;
                 out.system |= letter_bit(letter);
             } else {
                 check_keyword(flag)?;
-                let dup = out.keywords.iter().any(|k| k.eq_ignore_ascii_case(flag));
+                let dup =
+                    out.keywords.iter().any(|k| k.eq_ignore_ascii_case(flag));
                 if !dup {
                     out.keywords.push(flag.clone());
                 }
@@ -188,15 +191,21 @@ impl Keywords {
             }
             Err(e) => return Err(StoreError::io("cannot read", &path, e)),
         };
-        let text =
-            String::from_utf8(text).map_err(|_| FileError::new(&path, None, "not valid UTF-8"))?;
+        let text = String::from_utf8(text)
+            .map_err(|_| FileError::new(&path, None, "not valid UTF-8"))?;
 
         let mut kw = Keywords::default();
         for (n, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let bad = || FileError::new(&path, Some(n + 1), "expected `<index> <keyword>`");
+            let bad = || {
+                FileError::new(
+                    &path,
+                    Some(n + 1),
+                    "expected `<index> <keyword>`",
+                )
+            };
             let (idx, name) = line.split_once(' ').ok_or_else(bad)?;
             let idx: usize = idx.parse().map_err(|_| bad())?;
             if idx >= MAX_KEYWORDS || name.is_empty() {
@@ -241,7 +250,10 @@ impl Keywords {
     /// The letter of a keyword, giving it the first free letter if it has
     /// none. Returns whether the index changed, or `invalid-argument`
     /// when all 26 letters are taken.
-    pub fn letter_or_add(&mut self, keyword: &str) -> Result<(char, bool), StoreError> {
+    pub fn letter_or_add(
+        &mut self,
+        keyword: &str,
+    ) -> Result<(char, bool), StoreError> {
         if let Some(l) = self.letter(keyword) {
             return Ok((l, false));
         }
@@ -320,7 +332,8 @@ mod tests {
     #[test]
     fn bad_keywords_file_names_the_line() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(KEYWORDS_FILE), "0 $Junk\nnonsense\n").unwrap();
+        std::fs::write(dir.path().join(KEYWORDS_FILE), "0 $Junk\nnonsense\n")
+            .unwrap();
         let err = Keywords::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("dovecot-keywords` line 2"), "{err}");
     }

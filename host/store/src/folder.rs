@@ -14,13 +14,16 @@ use tokio::sync::Notify;
 use crate::error::StoreError;
 use crate::filename;
 use crate::flags::{
-    ImapFlags, KEYWORDS_FILE, Keywords, MaildirFlags, letter_bit, mask_letters, system_mask,
+    ImapFlags, KEYWORDS_FILE, Keywords, MaildirFlags, letter_bit, mask_letters,
+    system_mask,
 };
 use crate::fsutil;
 use crate::maildir::{self, FileRef, Locked, NameMap, Scan};
 use crate::place::{self, Placement};
 use crate::store::{FolderShared, StoreInner};
-use crate::types::{Changes, FlagOperation, FolderStatus, MessageInfo, OpenMode};
+use crate::types::{
+    Changes, FlagOperation, FolderStatus, MessageInfo, OpenMode,
+};
 
 /// The most bytes one `read` returns, whatever `max_len` asks.
 pub const MAX_READ_LEN: u32 = 16 * 1024 * 1024;
@@ -59,7 +62,12 @@ impl Folder {
         if holds_exclusive
             && shared
                 .exclusive
-                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .compare_exchange(
+                    false,
+                    true,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
                 .is_err()
         {
             return Err(StoreError::InUse);
@@ -169,7 +177,8 @@ impl Folder {
             ..Default::default()
         };
         let now: HashSet<u32> = self.infos.iter().map(|i| i.uid).collect();
-        changes.expunged = old.keys().filter(|u| !now.contains(u)).copied().collect();
+        changes.expunged =
+            old.keys().filter(|u| !now.contains(u)).copied().collect();
         changes.expunged.sort_unstable();
         for info in &self.infos {
             match old.get(&info.uid) {
@@ -188,7 +197,12 @@ impl Folder {
     /// an offset at or past the end returns nothing.
     ///
     /// Typical errors: `not-found`.
-    pub fn read(&mut self, uid: u32, offset: u64, max_len: u32) -> Result<Vec<u8>, StoreError> {
+    pub fn read(
+        &mut self,
+        uid: u32,
+        offset: u64,
+        max_len: u32,
+    ) -> Result<Vec<u8>, StoreError> {
         let pos = *self.index.get(&uid).ok_or(StoreError::NotFound)?;
         let max_len = u64::from(max_len.min(MAX_READ_LEN));
         let vsize = self.files[pos].vsize;
@@ -227,7 +241,8 @@ impl Folder {
 
         // Bare LFs (a file Dovecot or another MDA wrote): convert the
         // whole message once and serve this and the next reads from it.
-        let raw = fs::read(&path).map_err(|e| StoreError::io("cannot read", &path, e))?;
+        let raw = fs::read(&path)
+            .map_err(|e| StoreError::io("cannot read", &path, e))?;
         let mut out = Vec::with_capacity(vsize as usize);
         maildir::to_crlf(&raw, &mut 0, &mut out);
         let bytes = Arc::new(out);
@@ -238,7 +253,10 @@ impl Folder {
 
     /// Open the file of the message at `pos`, following a rename by
     /// another session (a flag change) through a rescan.
-    fn open_current(&mut self, pos: usize) -> Result<(fs::File, PathBuf), StoreError> {
+    fn open_current(
+        &mut self,
+        pos: usize,
+    ) -> Result<(fs::File, PathBuf), StoreError> {
         let path = self.files[pos].path(&self.dir);
         match fs::File::open(&path) {
             Ok(f) => return Ok((f, path)),
@@ -252,7 +270,9 @@ impl Folder {
         let path = self.files[pos].path(&self.dir);
         match fs::File::open(&path) {
             Ok(f) => Ok((f, path)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound)
+            }
             Err(e) => Err(StoreError::io("cannot open", &path, e)),
         }
     }
@@ -397,7 +417,9 @@ impl Folder {
                         return Ok(None);
                     }
                 }
-                Err(e) => return Err(StoreError::io("cannot rename", &from, e)),
+                Err(e) => {
+                    return Err(StoreError::io("cannot rename", &from, e));
+                }
             }
         }
         Ok(None)
@@ -407,11 +429,17 @@ impl Folder {
     /// Returns the UIDs removed, ascending; they leave the snapshot.
     ///
     /// Typical errors: `read-only`.
-    pub fn expunge(&mut self, uids: Option<&[u32]>) -> Result<Vec<u32>, StoreError> {
+    pub fn expunge(
+        &mut self,
+        uids: Option<&[u32]>,
+    ) -> Result<Vec<u32>, StoreError> {
         self.writable()?;
-        let only: Option<HashSet<u32>> = uids.map(|u| u.iter().copied().collect());
+        let only: Option<HashSet<u32>> =
+            uids.map(|u| u.iter().copied().collect());
         let candidates: Vec<usize> = (0..self.files.len())
-            .filter(|&i| only.as_ref().is_none_or(|o| o.contains(&self.files[i].uid)))
+            .filter(|&i| {
+                only.as_ref().is_none_or(|o| o.contains(&self.files[i].uid))
+            })
             .collect();
         self.remove_files(&candidates, true)
     }
@@ -447,7 +475,9 @@ impl Folder {
             match fs::remove_file(&path) {
                 Ok(()) => removed.push(f.uid),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io("cannot remove", &path, e)),
+                Err(e) => {
+                    return Err(StoreError::io("cannot remove", &path, e));
+                }
             }
         }
 
@@ -478,7 +508,8 @@ impl Folder {
         uids: &[u32],
         target: &str,
     ) -> Result<(u32, Vec<(u32, u32)>), StoreError> {
-        let target_dir = crate::account::existing_folder_dir(&self.root, target)?;
+        let target_dir =
+            crate::account::existing_folder_dir(&self.root, target)?;
         let mut positions: Vec<usize> = uids
             .iter()
             .filter_map(|u| self.index.get(u).copied())
@@ -511,7 +542,8 @@ impl Folder {
         }
 
         let target_shared = self.store.folder(&target_dir);
-        let (validity, new_uids) = place::place(&self.store, &target_dir, &target_shared, items)?;
+        let (validity, new_uids) =
+            place::place(&self.store, &target_dir, &target_shared, items)?;
         let pairs = sources
             .into_iter()
             .zip(new_uids)
@@ -544,7 +576,8 @@ impl Folder {
         FolderStatus {
             messages: self.files.len() as u32,
             recent: self.files.iter().filter(|f| f.in_new).count() as u32,
-            unseen: self.files.iter().filter(|f| !f.flags.seen()).count() as u32,
+            unseen: self.files.iter().filter(|f| !f.flags.seen()).count()
+                as u32,
             uid_next: self.next_uid,
             uid_validity: self.uid_validity,
             size: self.files.iter().map(|f| f.vsize).sum(),
@@ -567,7 +600,12 @@ impl Drop for Folder {
 
 /// The flags after `op`. `replace` resets only the IMAP system
 /// letters: others (such as `P`) are not IMAP flags and survive.
-fn apply(current: MaildirFlags, op: FlagOperation, system: u32, keywords: u32) -> MaildirFlags {
+fn apply(
+    current: MaildirFlags,
+    op: FlagOperation,
+    system: u32,
+    keywords: u32,
+) -> MaildirFlags {
     let mut next = current;
     match op {
         FlagOperation::Add => {

@@ -78,14 +78,18 @@ mod usercmd;
 
 pub use account::{Account, Appender, MAX_INTERNAL_DATE};
 pub use accounts::{Accounts, Identity, RecipientStatus};
-pub use delivery::{Delivery, MAX_RECIPIENTS, MAX_RETURN_PATH_LEN, RecipientResults};
+pub use delivery::{
+    Delivery, MAX_RECIPIENTS, MAX_RETURN_PATH_LEN, RecipientResults,
+};
 pub use dotlock::{STALE_AFTER, WAIT_LIMIT};
 pub use error::{AuthError, DeliveryError, FileError, StoreError};
 pub use folder::{Folder, MAX_READ_LEN};
 pub use maildir::STABLE_AFTER;
 pub use store::{Store, account_path};
 pub use throttle::LoginThrottle;
-pub use types::{Changes, FlagOperation, FolderInfo, FolderStatus, MessageInfo, OpenMode};
+pub use types::{
+    Changes, FlagOperation, FolderInfo, FolderStatus, MessageInfo, OpenMode,
+};
 pub use usercmd::{UserCommand, read_password, run_user_command, user_command};
 
 #[cfg(test)]

@@ -65,7 +65,8 @@ impl std::hash::Hasher for NameHasher {
 }
 
 /// A hash map keyed by file names.
-pub(crate) type NameMap<V> = HashMap<String, V, std::hash::BuildHasherDefault<NameHasher>>;
+pub(crate) type NameMap<V> =
+    HashMap<String, V, std::hash::BuildHasherDefault<NameHasher>>;
 
 /// A message file as a scan found it.
 #[derive(Debug, Clone)]
@@ -168,7 +169,10 @@ pub(crate) struct Locked<'a> {
 
 impl<'a> Locked<'a> {
     /// Take the folder lock of `dir`.
-    pub fn take(dir: &'a Path, shared: &'a FolderShared) -> Result<Locked<'a>, StoreError> {
+    pub fn take(
+        dir: &'a Path,
+        shared: &'a FolderShared,
+    ) -> Result<Locked<'a>, StoreError> {
         let guard = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
         let dotlock = DotLock::acquire(&dir.join(UIDLIST_FILE))?;
         Ok(Locked {
@@ -197,7 +201,8 @@ impl<'a> Locked<'a> {
 /// Read the names in `dir` (`new/` or `cur/`). Names that are not UTF-8
 /// are skipped with a warning: we never wrote them.
 fn list_names(dir: &Path) -> Result<Vec<String>, StoreError> {
-    let entries = fs::read_dir(dir).map_err(|e| StoreError::io("cannot list", dir, e))?;
+    let entries =
+        fs::read_dir(dir).map_err(|e| StoreError::io("cannot list", dir, e))?;
     let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| StoreError::io("cannot list", dir, e))?;
@@ -215,13 +220,19 @@ fn list_names(dir: &Path) -> Result<Vec<String>, StoreError> {
 
 /// Where each base name is now: `(file name, in new/)`. Reads `new/`
 /// first: a file moving to `cur/` meanwhile is then seen in `cur/`.
-pub(crate) fn current_names(dir: &Path) -> Result<NameMap<(String, bool)>, StoreError> {
+pub(crate) fn current_names(
+    dir: &Path,
+) -> Result<NameMap<(String, bool)>, StoreError> {
     current_names_sized(dir, 0)
 }
 
 /// [`current_names`], with room for `expected` names up front.
-fn current_names_sized(dir: &Path, expected: usize) -> Result<NameMap<(String, bool)>, StoreError> {
-    let mut map = NameMap::with_capacity_and_hasher(expected, Default::default());
+fn current_names_sized(
+    dir: &Path,
+    expected: usize,
+) -> Result<NameMap<(String, bool)>, StoreError> {
+    let mut map =
+        NameMap::with_capacity_and_hasher(expected, Default::default());
     for name in list_names(&dir.join("new"))? {
         map.insert(filename::base(&name).to_owned(), (name, true));
     }
@@ -270,13 +281,14 @@ pub(crate) fn scan(
 
     // Match the records against the files, in UID order.
     let before = list.records.len();
-    let mut found: Vec<(Record, Option<(String, bool)>)> = std::mem::take(&mut list.records)
-        .into_iter()
-        .map(|rec| {
-            let entry = present.remove(UidList::base_of(&rec));
-            (rec, entry)
-        })
-        .collect();
+    let mut found: Vec<(Record, Option<(String, bool)>)> =
+        std::mem::take(&mut list.records)
+            .into_iter()
+            .map(|rec| {
+                let entry = present.remove(UidList::base_of(&rec));
+                (rec, entry)
+            })
+            .collect();
 
     // `readdir` may skip a file that another program (one that ignores
     // our lock) renames meanwhile. Taking such a file for expunged would
@@ -297,13 +309,16 @@ pub(crate) fn scan(
     }
     let mut files: Vec<(Record, String, bool)> = found
         .into_iter()
-        .filter_map(|(rec, entry)| entry.map(|(name, in_new)| (rec, name, in_new)))
+        .filter_map(|(rec, entry)| {
+            entry.map(|(name, in_new)| (rec, name, in_new))
+        })
         .collect();
     let mut changed = files.len() != before;
 
     // The rest are new: UIDs in name order, which is arrival order for
     // names that start with the time.
-    let mut fresh: Vec<(String, (String, bool))> = present.into_iter().collect();
+    let mut fresh: Vec<(String, (String, bool))> =
+        present.into_iter().collect();
     fresh.sort();
     for (_, (name, in_new)) in fresh {
         let uid = list.next_uid;
@@ -354,7 +369,9 @@ pub(crate) fn scan(
             // The rewrite records the latest names, as Dovecot does,
             // and the CRLF size where the name does not state it.
             let base = filename::base(&name);
-            if filename::size_field(base, 'W').is_none() && rec.vsize().is_none() {
+            if filename::size_field(base, 'W').is_none()
+                && rec.vsize().is_none()
+            {
                 rec.ext.push(format!("W{}", meta.vsize));
             }
             rec.name = name.clone();
@@ -474,7 +491,10 @@ pub(crate) fn to_crlf(data: &[u8], prev: &mut u8, out: &mut Vec<u8>) {
 }
 
 /// Make the `cur/`, `new/` and `tmp/` of a folder at `dir`.
-pub(crate) fn create_folder_dirs(dir: &Path, subfolder: bool) -> std::io::Result<()> {
+pub(crate) fn create_folder_dirs(
+    dir: &Path,
+    subfolder: bool,
+) -> std::io::Result<()> {
     for sub in ["cur", "new", "tmp"] {
         crate::fsutil::create_dirs(&dir.join(sub))?;
     }

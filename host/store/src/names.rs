@@ -19,7 +19,8 @@ pub const MAX_DIR_NAME_LEN: usize = 255;
 pub const MAX_FOLDER_DEPTH: usize = 16;
 
 /// Folders created with every new account, with their RFC 6154 use.
-pub const SPECIAL_FOLDERS: [&str; 5] = ["Sent", "Drafts", "Trash", "Junk", "Archive"];
+pub const SPECIAL_FOLDERS: [&str; 5] =
+    ["Sent", "Drafts", "Trash", "Junk", "Archive"];
 
 /// A validated folder name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -44,7 +45,8 @@ impl FolderName {
             return Err(StoreError::InvalidName);
         }
 
-        let mut levels: Vec<String> = name.split('/').map(str::to_owned).collect();
+        let mut levels: Vec<String> =
+            name.split('/').map(str::to_owned).collect();
         if levels.len() > MAX_FOLDER_DEPTH {
             return Err(StoreError::InvalidName);
         }
@@ -181,8 +183,8 @@ mod tests {
         let long = "x".repeat(MAX_FOLDER_NAME_LEN + 1);
         let deep = vec!["d"; MAX_FOLDER_DEPTH + 1].join("/");
         let bad = [
-            "", "/", "a/", "/a", "a//b", ".hidden", "a.b", "..", "../etc", "a\nb", "a\0b", "*",
-            "a%", &long, &deep,
+            "", "/", "a/", "/a", "a//b", ".hidden", "a.b", "..", "../etc",
+            "a\nb", "a\0b", "*", "a%", &long, &deep,
         ];
         for name in bad {
             assert!(

@@ -62,11 +62,13 @@ impl StoredHash {
         let well_formed = match scheme {
             Scheme::Argon2id => {
                 hash.starts_with("$argon2id$")
-                    && PasswordHash::new(hash).is_ok_and(|h| h.salt.is_some() && h.hash.is_some())
+                    && PasswordHash::new(hash)
+                        .is_ok_and(|h| h.salt.is_some() && h.hash.is_some())
             }
             Scheme::Sha512Crypt => hash.starts_with("$6$") && hash.len() > 20,
             Scheme::BlfCrypt => {
-                ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p)) && hash.len() == 60
+                ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p))
+                    && hash.len() == 60
             }
         };
         if !well_formed {
@@ -94,8 +96,12 @@ impl StoredHash {
                     .verify_password(password.as_bytes(), &h)
                     .is_ok()
             }),
-            Scheme::Sha512Crypt => sha_crypt::sha512_check(password, &self.hash).is_ok(),
-            Scheme::BlfCrypt => bcrypt::verify(password, &self.hash).unwrap_or(false),
+            Scheme::Sha512Crypt => {
+                sha_crypt::sha512_check(password, &self.hash).is_ok()
+            }
+            Scheme::BlfCrypt => {
+                bcrypt::verify(password, &self.hash).unwrap_or(false)
+            }
         }
     }
 
@@ -153,8 +159,11 @@ mod tests {
 
     #[test]
     fn migrated_schemes_verify() {
-        let sha = sha_crypt::sha512_simple("hunter2", &sha_crypt::Sha512Params::new(5000).unwrap())
-            .unwrap();
+        let sha = sha_crypt::sha512_simple(
+            "hunter2",
+            &sha_crypt::Sha512Params::new(5000).unwrap(),
+        )
+        .unwrap();
         let h = StoredHash::parse(&format!("{{SHA512-CRYPT}}{sha}")).unwrap();
         assert!(h.verify("hunter2") && !h.verify("hunter3"));
 

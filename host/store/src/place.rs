@@ -78,9 +78,15 @@ pub(crate) fn place(
                 placed.push(None);
                 continue;
             }
-            Err(e) => return Err(StoreError::io("cannot stat", &item.source, e)),
+            Err(e) => {
+                return Err(StoreError::io("cannot stat", &item.source, e));
+            }
         };
-        let base = filename::with_sizes(&filename::unique_base(item.date), size, item.vsize);
+        let base = filename::with_sizes(
+            &filename::unique_base(item.date),
+            size,
+            item.vsize,
+        );
         let name = filename::cur_name(&base, letters);
         let dest = dir.join("cur").join(&name);
 
@@ -113,10 +119,12 @@ pub(crate) fn place(
             continue;
         };
         let uid = list.next_uid;
-        list.next_uid = list
-            .next_uid
-            .checked_add(1)
-            .ok_or_else(|| StoreError::Temporary(format!("`{}`: UIDs exhausted", dir.display())))?;
+        list.next_uid = list.next_uid.checked_add(1).ok_or_else(|| {
+            StoreError::Temporary(format!(
+                "`{}`: UIDs exhausted",
+                dir.display()
+            ))
+        })?;
         list.records.push(Record {
             uid,
             ext: Vec::new(),
@@ -133,7 +141,12 @@ pub(crate) fn place(
 
 /// Copy `source` to `dest` through the folder's `tmp/`, synced, with
 /// mtime `date`.
-fn copy_durably(source: &Path, dir: &Path, dest: &Path, date: i64) -> Result<(), StoreError> {
+fn copy_durably(
+    source: &Path,
+    dir: &Path,
+    dest: &Path,
+    date: i64,
+) -> Result<(), StoreError> {
     let tmp = dir.join("tmp").join(filename::unique_base(date));
     let result = (|| {
         fs::copy(source, &tmp)?;

@@ -172,7 +172,8 @@ impl StoreInner {
             .map(|d| d.as_secs())
             .unwrap_or(1);
         let now = u32::try_from(now).unwrap_or(u32::MAX).max(1);
-        let mut last = self.last_validity.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last =
+            self.last_validity.lock().unwrap_or_else(|e| e.into_inner());
         let next = if now > *last {
             now
         } else {
@@ -240,15 +241,16 @@ pub const MAX_DOMAIN_LEN: usize = 253;
 /// digits and `-`. Anything else (`../x`, `/`, NUL, spaces) is refused.
 pub fn account_path(name: &str) -> Result<(String, String), StoreError> {
     let name = name.to_ascii_lowercase();
-    let (local, domain) = name.rsplit_once('@').ok_or(StoreError::InvalidName)?;
+    let (local, domain) =
+        name.rsplit_once('@').ok_or(StoreError::InvalidName)?;
 
     let local_ok = !local.is_empty()
         && local.len() <= MAX_LOCAL_PART_LEN
         && !local.starts_with('.')
         && !local.contains("..")
-        && local
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
+        && local.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-')
+        });
     let domain_ok = !domain.is_empty()
         && domain.len() <= MAX_DOMAIN_LEN
         && domain.split('.').all(|label| {

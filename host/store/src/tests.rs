@@ -145,8 +145,10 @@ fn concurrent_deliverers_and_flag_changer_lose_nothing() {
                     f.refresh().unwrap();
                     let all = uids(&f);
                     assert!(all.windows(2).all(|w| w[0] < w[1]), "ascending");
-                    let pick: Vec<u32> = all.iter().copied().filter(|u| u % 2 == s).collect();
-                    let flag = if round % 2 == 0 { "\\Seen" } else { "$Label1" };
+                    let pick: Vec<u32> =
+                        all.iter().copied().filter(|u| u % 2 == s).collect();
+                    let flag =
+                        if round % 2 == 0 { "\\Seen" } else { "$Label1" };
                     f.set_flags(&pick, FlagOperation::Add, &[flag.into()])
                         .unwrap();
                     for &uid in all.iter().rev().take(5) {
@@ -156,7 +158,8 @@ fn concurrent_deliverers_and_flag_changer_lose_nothing() {
                             Err(e) => panic!("{e}"),
                         };
                         let subject = text.lines().nth(1).unwrap().to_owned();
-                        let prev = subject_of.entry(uid).or_insert(subject.clone());
+                        let prev =
+                            subject_of.entry(uid).or_insert(subject.clone());
                         assert_eq!(*prev, subject, "UID {uid} renumbered");
                     }
                 }
@@ -180,7 +183,8 @@ fn concurrent_deliverers_and_flag_changer_lose_nothing() {
         (1..=total as u32).collect::<Vec<_>>(),
         "dense, no gaps"
     );
-    let files = names_in(&acct.root().join("cur")).len() + names_in(&acct.root().join("new")).len();
+    let files = names_in(&acct.root().join("cur")).len()
+        + names_in(&acct.root().join("new")).len();
     assert_eq!(files, total);
     assert!(!acct.root().join("dovecot-uidlist.lock").exists());
 }
@@ -315,7 +319,9 @@ fn multi_recipient_delivery_with_crlf_and_results() {
         "all@example.org: alice@example.org, bob@example.org\n",
     )
     .unwrap();
-    let accounts = Accounts::load(&users, Some(&aliases), &["example.org".into()]).unwrap();
+    let accounts =
+        Accounts::load(&users, Some(&aliases), &["example.org".into()])
+            .unwrap();
     let store = Store::open(dir.path().join("data")).unwrap();
 
     let rcpts = vec![
@@ -333,10 +339,15 @@ fn multi_recipient_delivery_with_crlf_and_results() {
     for user in ["alice@example.org", "bob@example.org"] {
         let acct = store.account(user).unwrap();
         let mut inbox = acct.open("INBOX", OpenMode::ReadWrite).unwrap();
-        assert_eq!(inbox.messages().len(), 1, "{user}: one copy even via alias");
+        assert_eq!(
+            inbox.messages().len(),
+            1,
+            "{user}: one copy even via alias"
+        );
         let m = inbox.messages()[0].clone();
         let text = inbox.read(m.uid, 0, 4096).unwrap();
-        let want = b"Return-Path: <>\r\nSubject: bare\r\nLF lines\r\nsplit CRLF\r\n";
+        let want =
+            b"Return-Path: <>\r\nSubject: bare\r\nLF lines\r\nsplit CRLF\r\n";
         assert_eq!(text, want);
         assert_eq!(m.size, want.len() as u64);
         let name = &names_in(&acct.root().join("cur"))[0];
@@ -551,7 +562,9 @@ fn folder_management() {
     acct.set_subscribed("z", true).unwrap();
     acct.set_subscribed("Sent", false).unwrap();
     let subs = acct.subscriptions().unwrap();
-    assert!(subs.contains(&"z".to_owned()) && !subs.contains(&"Sent".to_owned()));
+    assert!(
+        subs.contains(&"z".to_owned()) && !subs.contains(&"Sent".to_owned())
+    );
 
     // Renaming INBOX moves its messages and leaves it empty.
     deliver(&store, ALICE, b"x\r\n").unwrap();
@@ -576,7 +589,8 @@ fn status_counts_without_moving() {
         2,
         "status moves nothing"
     );
-    let size = acct.open("INBOX", OpenMode::ReadOnly).unwrap().messages()[0].size;
+    let size =
+        acct.open("INBOX", OpenMode::ReadOnly).unwrap().messages()[0].size;
     assert_eq!(st.size, 2 * size);
     assert!(matches!(acct.status("Nope"), Err(StoreError::NotFound)));
 }

@@ -90,14 +90,20 @@ impl LoginThrottle {
     /// Record a failed login from `peer` for `account` (as typed, lower
     /// case applied here) at `now`, and return how long to wait before
     /// answering it.
-    pub fn failure(&self, peer: IpAddr, account: &str, now: Instant) -> Duration {
+    pub fn failure(
+        &self,
+        peer: IpAddr,
+        account: &str,
+        now: Instant,
+    ) -> Duration {
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_TRACKED_KEYS {
             evict(&mut map, now);
         }
 
         let mut worst = 0;
-        for key in [peer_key(peer), Key::Account(account.to_ascii_lowercase())] {
+        for key in [peer_key(peer), Key::Account(account.to_ascii_lowercase())]
+        {
             let entry = map.entry(key).or_insert(Entry {
                 count: 0,
                 last: now,
@@ -110,10 +116,16 @@ impl LoginThrottle {
     }
 
     /// The delay a failure would get now, without recording one.
-    pub fn current_delay(&self, peer: IpAddr, account: &str, now: Instant) -> Duration {
+    pub fn current_delay(
+        &self,
+        peer: IpAddr,
+        account: &str,
+        now: Instant,
+    ) -> Duration {
         let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let count = |k: &Key| map.get(k).map_or(0, |e| e.decayed(now));
-        let worst = count(&peer_key(peer)).max(count(&Key::Account(account.to_ascii_lowercase())));
+        let worst = count(&peer_key(peer))
+            .max(count(&Key::Account(account.to_ascii_lowercase())));
         delay_for(worst + 1)
     }
 
@@ -152,7 +164,9 @@ mod tests {
         let t = LoginThrottle::new();
         let now = Instant::now();
         let delays: Vec<u64> = (0..10)
-            .map(|_| t.failure(PEER, "alice@example.org", now).as_millis() as u64)
+            .map(|_| {
+                t.failure(PEER, "alice@example.org", now).as_millis() as u64
+            })
             .collect();
         assert_eq!(
             delays,

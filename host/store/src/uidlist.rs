@@ -91,8 +91,8 @@ impl UidList {
         if bytes.len() as u64 > MAX_UIDLIST_BYTES {
             return Err(FileError::new(path, None, "file too large").into());
         }
-        let text =
-            String::from_utf8(bytes).map_err(|_| FileError::new(path, None, "not valid UTF-8"))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| FileError::new(path, None, "not valid UTF-8"))?;
         Ok(Some(UidList::parse(&text, path)?))
     }
 
@@ -116,12 +116,15 @@ impl UidList {
                     let value = f.get(1..).unwrap_or("");
                     match key {
                         "V" => {
-                            list.uid_validity =
-                                value.parse().map_err(|_| bad(1, "bad UIDVALIDITY"))?;
+                            list.uid_validity = value
+                                .parse()
+                                .map_err(|_| bad(1, "bad UIDVALIDITY"))?;
                             have_validity = true;
                         }
                         "N" => {
-                            list.next_uid = value.parse().map_err(|_| bad(1, "bad next UID"))?;
+                            list.next_uid = value
+                                .parse()
+                                .map_err(|_| bad(1, "bad next UID"))?;
                         }
                         "G" => list.guid = value.to_owned(),
                         _ => list.other_header.push(f.to_owned()),
@@ -159,7 +162,9 @@ impl UidList {
                 let colon = line
                     .find(':')
                     .filter(|&i| i > 0 && line.as_bytes()[i - 1] == b' ')
-                    .ok_or_else(|| bad(n, "expected `<uid> [fields] :<file>`"))?;
+                    .ok_or_else(|| {
+                        bad(n, "expected `<uid> [fields] :<file>`")
+                    })?;
                 let (head, name) = (&line[..colon - 1], &line[colon + 1..]);
                 match head.split_once(' ') {
                     // The common case: no extension fields.
@@ -180,7 +185,8 @@ impl UidList {
                 (uid.parse().ok(), Vec::new(), name)
             };
             let (uid, ext, name) = record;
-            let uid: u32 = uid.filter(|&u| u > 0).ok_or_else(|| bad(n, "bad UID"))?;
+            let uid: u32 =
+                uid.filter(|&u| u > 0).ok_or_else(|| bad(n, "bad UID"))?;
             if list.records.last().is_some_and(|r| r.uid >= uid) {
                 return Err(bad(n, "UIDs not ascending"));
             }
@@ -261,7 +267,8 @@ mod tests {
 
     #[test]
     fn reads_version_1() {
-        let list = UidList::parse("1 42 10\n3 a.b.c:2,S\n", Path::new("u")).unwrap();
+        let list =
+            UidList::parse("1 42 10\n3 a.b.c:2,S\n", Path::new("u")).unwrap();
         assert_eq!((list.uid_validity, list.next_uid), (42, 10));
         assert_eq!(list.records[0].uid, 3);
     }

@@ -44,7 +44,8 @@ pub enum UserCommand {
 /// Run `cmd` on `users_file`, reading a password as described in the
 /// module docs and printing `list` output to stdout.
 pub fn user_command(users_file: &Path, cmd: UserCommand) -> anyhow::Result<()> {
-    let needs_password = matches!(cmd, UserCommand::Add { .. } | UserCommand::Passwd { .. });
+    let needs_password =
+        matches!(cmd, UserCommand::Add { .. } | UserCommand::Passwd { .. });
     let password = if needs_password {
         Some(read_password()?)
     } else {
@@ -72,24 +73,30 @@ pub fn run_user_command(
     }
 
     let user = match &cmd {
-        UserCommand::Add { user } | UserCommand::Passwd { user } | UserCommand::Del { user } => {
-            user
-        }
+        UserCommand::Add { user }
+        | UserCommand::Passwd { user }
+        | UserCommand::Del { user } => user,
         UserCommand::List => unreachable!("handled above"),
     };
-    let (local, domain) = account_path(user)
-        .map_err(|_| anyhow::anyhow!("`{user}` is not a valid account address"))?;
+    let (local, domain) = account_path(user).map_err(|_| {
+        anyhow::anyhow!("`{user}` is not a valid account address")
+    })?;
     let name = format!("{local}@{domain}");
 
     let _lock = DotLock::acquire(users_file)
         .with_context(|| format!("cannot lock `{}`", users_file.display()))?;
     let text = match fs::read_to_string(users_file) {
         Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && matches!(cmd, UserCommand::Add { .. }) => {
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                && matches!(cmd, UserCommand::Add { .. }) =>
+        {
             String::new()
         }
         Err(e) => {
-            return Err(e).with_context(|| format!("cannot read `{}`", users_file.display()));
+            return Err(e).with_context(|| {
+                format!("cannot read `{}`", users_file.display())
+            });
         }
     };
 
@@ -102,15 +109,17 @@ pub fn run_user_command(
     });
 
     match (&cmd, found) {
-        (UserCommand::Add { .. }, Some(_)) => bail!("account `{name}` exists already"),
+        (UserCommand::Add { .. }, Some(_)) => {
+            bail!("account `{name}` exists already")
+        }
         (UserCommand::Add { .. }, None) => {
-            let hash =
-                password::hash_password(password.unwrap_or("")).map_err(anyhow::Error::msg)?;
+            let hash = password::hash_password(password.unwrap_or(""))
+                .map_err(anyhow::Error::msg)?;
             lines.push(format!("{name}:{hash}"));
         }
         (UserCommand::Passwd { .. }, Some(i)) => {
-            let hash =
-                password::hash_password(password.unwrap_or("")).map_err(anyhow::Error::msg)?;
+            let hash = password::hash_password(password.unwrap_or(""))
+                .map_err(anyhow::Error::msg)?;
             // Keep the extra fields after the hash as they were.
             let mut fields: Vec<&str> = lines[i].split(':').collect();
             if fields.len() < 2 {
@@ -134,7 +143,8 @@ pub fn run_user_command(
 }
 
 fn read_users(path: &Path) -> anyhow::Result<String> {
-    fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))
+    fs::read_to_string(path)
+        .with_context(|| format!("cannot read `{}`", path.display()))
 }
 
 /// Read a password: prompted twice without echo on a terminal, else the
@@ -173,7 +183,8 @@ fn prompt_no_echo(prompt: &str) -> anyhow::Result<String> {
     // SAFETY: termios is plain data; tcgetattr fills it for a valid fd.
     let mut saved: libc::termios = unsafe { std::mem::zeroed() };
     if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
-        return Err(io::Error::last_os_error()).context("cannot read terminal settings");
+        return Err(io::Error::last_os_error())
+            .context("cannot read terminal settings");
     }
     let mut quiet = saved;
     quiet.c_lflag &= !libc::ECHO;
@@ -198,7 +209,11 @@ mod tests {
     use super::*;
     use crate::accounts::Accounts;
 
-    fn run(file: &Path, cmd: UserCommand, pw: Option<&str>) -> anyhow::Result<String> {
+    fn run(
+        file: &Path,
+        cmd: UserCommand,
+        pw: Option<&str>,
+    ) -> anyhow::Result<String> {
         let mut out = Vec::new();
         run_user_command(file, cmd, pw, &mut out)?;
         Ok(String::from_utf8(out).unwrap())

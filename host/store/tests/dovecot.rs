@@ -243,7 +243,10 @@ fn validity_from(lines: &[String], folder: &str) -> u32 {
 }
 
 /// What mailhost-store sees, in the same shape.
-fn messages_in_store(store: &Store, folders: &[&str]) -> (Seen, BTreeMap<String, u32>) {
+fn messages_in_store(
+    store: &Store,
+    folders: &[&str],
+) -> (Seen, BTreeMap<String, u32>) {
     let acct = store.account(USER).unwrap();
     let mut seen = Seen::new();
     let mut validity = BTreeMap::new();
@@ -274,7 +277,8 @@ fn dovecot_reads_our_maildir_and_we_read_dovecots() {
     let data = dir.join("data");
     let users = dir.join("users");
     let hash = password::hash_password(PASSWORD).unwrap();
-    fs::write(&users, format!("# mailhost users file\n{USER}:{hash}\n")).unwrap();
+    fs::write(&users, format!("# mailhost users file\n{USER}:{hash}\n"))
+        .unwrap();
 
     // mailhost writes: three deliveries, flags, a keyword, an append, a
     // non-ASCII folder.
@@ -321,7 +325,11 @@ fn dovecot_reads_our_maildir_and_we_read_dovecots() {
     let lines = dovecot.client("dump", &["INBOX", "Sent"]);
     assert_eq!(messages_from(&lines), ours, "dovecot view of our maildir");
     for (folder, v) in &our_validity {
-        assert_eq!(validity_from(&lines, folder), *v, "UIDVALIDITY of {folder}");
+        assert_eq!(
+            validity_from(&lines, folder),
+            *v,
+            "UIDVALIDITY of {folder}"
+        );
     }
     let listed = |name: &str| {
         lines
@@ -359,7 +367,8 @@ fn dovecot_reads_our_maildir_and_we_read_dovecots() {
     // mailhost reads it back with the same UIDs and flags, from a fresh
     // process-like store so nothing is cached.
     let store = Store::open(&data).unwrap();
-    let (ours, our_validity) = messages_in_store(&store, &["INBOX", "Dovecot/Sub"]);
+    let (ours, our_validity) =
+        messages_in_store(&store, &["INBOX", "Dovecot/Sub"]);
     assert_eq!(ours.len(), 4, "three in INBOX, one in Dovecot/Sub");
     assert_eq!(ours, messages_from(&after), "our view of dovecot's changes");
     assert_eq!(our_validity["INBOX"], validity_from(&after, "INBOX"));

@@ -49,7 +49,9 @@ impl Guest for Echo {
                     return;
                 }
                 "STARTTLS" => start_tls(&mut session),
-                "VERSION" => session.queue(format!("OK {BUILD}\r\n").as_bytes()),
+                "VERSION" => {
+                    session.queue(format!("OK {BUILD}\r\n").as_bytes())
+                }
                 "INFO" => {
                     let info = session.info();
                     let tls = match info.tls {
@@ -67,7 +69,11 @@ impl Guest for Echo {
                     };
                     let reply = format!(
                         "OK listener={} peer={}:{} plaintext-auth={} tls={}\r\n",
-                        info.listener, info.peer_address, info.peer_port, plaintext, tls
+                        info.listener,
+                        info.peer_address,
+                        info.peer_port,
+                        plaintext,
+                        tls
                     );
                     session.queue(reply.as_bytes());
                 }

@@ -32,7 +32,10 @@ impl Guest for Hostile {
             "flood" => flood(&session),
             "chatty" => {
                 for n in 0..10_000 {
-                    mailhost_sdk::log(mailhost_sdk::Level::Info, &format!("record {n}"));
+                    mailhost_sdk::log(
+                        mailhost_sdk::Level::Info,
+                        &format!("record {n}"),
+                    );
                     println!("stdout line {n}");
                 }
             }

@@ -85,7 +85,12 @@ impl Imap {
         Err(ReadError::Closed)
     }
 
-    pub fn append(&mut self, head: &[u8], size: u64, sync: bool) -> Result<Reply, ReadError> {
+    pub fn append(
+        &mut self,
+        head: &[u8],
+        size: u64,
+        sync: bool,
+    ) -> Result<Reply, ReadError> {
         let tag = tag_of(head);
         let open = literal_marker(head).map_or(head.len(), |(_, _, open)| open);
         if self.state() == State::NotAuthenticated {
@@ -94,22 +99,29 @@ impl Imap {
         }
         let args = match self.append_args(&head[..open]) {
             Ok(args) => args,
-            Err(e) => return self.refuse_literal(&tag, size, sync, Reply::Bad(e)),
+            Err(e) => {
+                return self.refuse_literal(&tag, size, sync, Reply::Bad(e));
+            }
         };
-        let limit = mailhost_sdk::setting_or("max-append-size", DEFAULT_MAX_APPEND);
+        let limit =
+            mailhost_sdk::setting_or("max-append-size", DEFAULT_MAX_APPEND);
         if size > limit {
             let reply = Reply::No("[TOOBIG] Message too large".into());
             return self.refuse_literal(&tag, size, sync, reply);
         }
 
         let account = self.account.as_ref().unwrap();
-        let appender = match account.begin_append(&args.mailbox, &args.flags, args.date) {
+        let begun = account.begin_append(&args.mailbox, &args.flags, args.date);
+        let appender = match begun {
             Ok(appender) => appender,
             Err(StoreError::NotFound) => {
                 let reply = Reply::No("[TRYCREATE] No such mailbox".into());
                 return self.refuse_literal(&tag, size, sync, reply);
             }
-            Err(err) => return self.refuse_literal(&tag, size, sync, store_no(err)),
+            Err(err) => {
+                let reply = store_no(err);
+                return self.refuse_literal(&tag, size, sync, reply);
+            }
         };
 
         if sync {
@@ -129,7 +141,9 @@ impl Imap {
         let rest = rest.content().to_vec();
         if !rest.is_empty() {
             if let Some((_, false, _)) = literal_marker(&rest) {
-                self.put_str(&format!("{tag} BAD MULTIAPPEND is not supported\r\n"))?;
+                self.put_str(&format!(
+                    "{tag} BAD MULTIAPPEND is not supported\r\n"
+                ))?;
                 self.put_str("* BYE Literal after APPEND\r\n")?;
                 self.session.flush()?;
                 return Err(ReadError::Closed);

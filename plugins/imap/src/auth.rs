@@ -14,8 +14,8 @@ const BASE_CAPABILITIES: &str = "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID \
 
 impl Imap {
     fn starttls_offered(&self) -> bool {
-        let wanted =
-            mailhost_sdk::settings::get("starttls").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let wanted = mailhost_sdk::settings::get("starttls")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         wanted && self.session.info().tls.is_none()
     }
 
@@ -64,7 +64,9 @@ impl Imap {
         if let Err(e) = parsed {
             return Ok(Reply::Bad(e));
         }
-        self.put_str("* ID (\"name\" \"mailhost\" \"vendor\" \"mailhost\")\r\n")?;
+        self.put_str(
+            "* ID (\"name\" \"mailhost\" \"vendor\" \"mailhost\")\r\n",
+        )?;
         Ok(Reply::Ok("ID completed".into()))
     }
 
@@ -86,7 +88,10 @@ impl Imap {
         if let Err(e) = p.end() {
             return Ok(Reply::Bad(e));
         }
-        self.put_str(&format!("* ENABLED {}\r\n", enabled.join(" ")).replace(" \r", "\r"))?;
+        self.put_str(
+            &format!("* ENABLED {}\r\n", enabled.join(" "))
+                .replace(" \r", "\r"),
+        )?;
         Ok(Reply::Ok("ENABLE completed".into()))
     }
 
@@ -156,7 +161,8 @@ impl Imap {
         }
         if !self.session.info().plaintext_auth_allowed {
             return Ok(Reply::No(
-                "[PRIVACYREQUIRED] Plaintext authentication is disabled here".into(),
+                "[PRIVACYREQUIRED] Plaintext authentication is disabled here"
+                    .into(),
             ));
         }
 
@@ -181,21 +187,30 @@ impl Imap {
                 return Ok(Reply::Bad("Malformed PLAIN response".into()));
             }
         };
-        if !creds.authzid.is_empty() && !creds.authzid.eq_ignore_ascii_case(&creds.authcid) {
+        if !creds.authzid.is_empty()
+            && !creds.authzid.eq_ignore_ascii_case(&creds.authcid)
+        {
             return Ok(Reply::No(
-                "[AUTHORIZATIONFAILED] Acting as another user is not allowed".into(),
+                "[AUTHORIZATIONFAILED] Acting as another user is not allowed"
+                    .into(),
             ));
         }
         self.check_password(&creds.authcid, &creds.password)
     }
 
-    fn check_password(&mut self, user: &str, pass: &str) -> Result<Reply, ReadError> {
+    fn check_password(
+        &mut self,
+        user: &str,
+        pass: &str,
+    ) -> Result<Reply, ReadError> {
         let identity = match accounts::authenticate(user, pass) {
             Ok(identity) => identity,
             Err(err) => {
                 self.auth_failures += 1;
                 let reply = match err {
-                    AuthError::InvalidCredentials => "[AUTHENTICATIONFAILED] Invalid credentials",
+                    AuthError::InvalidCredentials => {
+                        "[AUTHENTICATIONFAILED] Invalid credentials"
+                    }
                     AuthError::PlaintextRefused => {
                         "[PRIVACYREQUIRED] Plaintext login is disabled here"
                     }
@@ -216,7 +231,9 @@ impl Imap {
             Ok(account) => account,
             Err(err) => {
                 self.log(Level::Warn, &format!("open-account failed: {err:?}"));
-                return Ok(Reply::No("[UNAVAILABLE] Mailbox unavailable".into()));
+                return Ok(Reply::No(
+                    "[UNAVAILABLE] Mailbox unavailable".into(),
+                ));
             }
         };
         self.account = Some(account);

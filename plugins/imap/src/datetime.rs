@@ -2,7 +2,8 @@
 //! -0700`), SEARCH dates (`1-Feb-1994`) and the RFC 5322 `Date:` header.
 
 const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+    "Nov", "Dec",
 ];
 
 /// Days since 1970-01-01 of a proleptic Gregorian date.
@@ -11,7 +12,9 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let era = year.div_euclid(400);
     let yoe = year - era * 400;
     let month = i64::from(month);
-    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5
+        + i64::from(day)
+        - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
 }
@@ -135,7 +138,10 @@ mod tests {
     #[test]
     fn round_trips() {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+        assert_eq!(
+            civil_from_days(days_from_civil(2024, 2, 29)),
+            (2024, 2, 29)
+        );
         assert_eq!(format_internal(0), "01-Jan-1970 00:00:00 +0000");
     }
 

@@ -131,7 +131,11 @@ impl Decoder {
 mod tests {
     use super::*;
 
-    fn decode_in_pieces(encoding: Encoding, data: &[u8], piece: usize) -> Vec<u8> {
+    fn decode_in_pieces(
+        encoding: Encoding,
+        data: &[u8],
+        piece: usize,
+    ) -> Vec<u8> {
         let mut decoder = Decoder::new(encoding);
         let mut out = Vec::new();
         for chunk in data.chunks(piece) {

@@ -19,7 +19,8 @@ pub struct Address {
 fn split_top(value: &[u8], seps: &[u8]) -> Vec<(Vec<u8>, Option<u8>)> {
     let mut out = Vec::new();
     let mut current = Vec::new();
-    let (mut quoted, mut escaped, mut angle, mut comment) = (false, false, false, 0usize);
+    let (mut quoted, mut escaped, mut angle, mut comment) =
+        (false, false, false, 0usize);
     for &b in value {
         if escaped {
             escaped = false;
@@ -212,7 +213,9 @@ fn push_address_list(out: &mut Vec<u8>, value: Option<&[u8]>) {
 
 /// The ENVELOPE of a header block.
 pub fn envelope(header_block: &[u8]) -> Vec<u8> {
-    let get = |name: &str| header::first(header_block, name).filter(|v| !v.is_empty());
+    let get = |name: &str| {
+        header::first(header_block, name).filter(|v| !v.is_empty())
+    };
     let from = get("From");
     let sender = get("Sender").or_else(|| from.clone());
     let reply_to = get("Reply-To").or_else(|| from.clone());
@@ -383,7 +386,9 @@ mod tests {
 
     #[test]
     fn address_forms() {
-        let list = addresses(b"\"Doe, J.\" <j@x.org>, bare@y.net, z@w.org (Zed), Team: a@b.c;");
+        let list = addresses(
+            b"\"Doe, J.\" <j@x.org>, bare@y.net, z@w.org (Zed), Team: a@b.c;",
+        );
         assert_eq!(list.len(), 6);
         assert_eq!(list[0].name.as_deref(), Some(&b"Doe, J."[..]));
         assert_eq!(list[0].host.as_deref(), Some(&b"x.org"[..]));

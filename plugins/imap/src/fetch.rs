@@ -185,7 +185,9 @@ fn item(p: &mut Parser) -> Parsed<Vec<Item>> {
     }
     let word = p.atom_upper()?;
     Ok(match word.as_str() {
-        "ALL" => vec![Item::Flags, Item::InternalDate, Item::Size, Item::Envelope],
+        "ALL" => {
+            vec![Item::Flags, Item::InternalDate, Item::Size, Item::Envelope]
+        }
         "FAST" => vec![Item::Flags, Item::InternalDate, Item::Size],
         "FULL" => vec![
             Item::Flags,
@@ -331,7 +333,11 @@ fn clip(len: u64, partial: Option<(u64, u64)>) -> (u64, u64) {
 
 impl Imap {
     /// The MIME tree of a message, from the cache or one scan.
-    fn structure(&mut self, index: usize, header_only: bool) -> Option<Rc<Part>> {
+    fn structure(
+        &mut self,
+        index: usize,
+        header_only: bool,
+    ) -> Option<Rc<Part>> {
         let sel = self.selected.as_mut()?;
         let uid = sel.msgs[index].uid;
         if let Some(pos) = sel.structures.iter().position(|(u, _)| *u == uid) {
@@ -356,13 +362,19 @@ impl Imap {
     }
 
     /// Stream `len` bytes of message `uid` from `start` as a literal.
-    fn stream(&mut self, uid: u32, start: u64, len: u64) -> Result<(), ReadError> {
+    fn stream(
+        &mut self,
+        uid: u32,
+        start: u64,
+        len: u64,
+    ) -> Result<(), ReadError> {
         self.put_str(&format!("{{{len}}}\r\n"))?;
         let mut done = 0u64;
         while done < len {
             let want = (len - done).min(u64::from(READ_CHUNK)) as u32;
             let sel = self.selected.as_ref().unwrap();
-            let chunk = sel.folder.read(uid, start + done, want).unwrap_or_default();
+            let chunk =
+                sel.folder.read(uid, start + done, want).unwrap_or_default();
             if chunk.is_empty() {
                 // The message vanished or shrank: keep the literal's
                 // promised length.
@@ -449,7 +461,8 @@ impl Imap {
                 decoder.feed(&chunk, &mut out);
             }
             // Skip up to `start`, then send up to `len`.
-            let skip = start.saturating_sub(seen).min(out.len() as u64) as usize;
+            let skip =
+                start.saturating_sub(seen).min(out.len() as u64) as usize;
             seen += out.len() as u64;
             let piece = &out[skip..];
             let take = (len - sent).min(piece.len() as u64) as usize;
@@ -486,10 +499,15 @@ impl Imap {
         }
     }
 
-    pub fn fetch(&mut self, p: &mut Parser, uid: bool) -> Result<Reply, ReadError> {
+    pub fn fetch(
+        &mut self,
+        p: &mut Parser,
+        uid: bool,
+    ) -> Result<Reply, ReadError> {
         let args = (|| {
             p.sp()?;
-            let set = SeqSet::parse(p.sequence_set()?).ok_or("bad sequence set")?;
+            let set =
+                SeqSet::parse(p.sequence_set()?).ok_or("bad sequence set")?;
             p.sp()?;
             Ok::<_, String>((set, items(p)?))
         })();
@@ -516,10 +534,11 @@ impl Imap {
                 .collect();
             if !unseen.is_empty() {
                 let sel = self.selected.as_mut().unwrap();
-                if let Ok(infos) =
-                    sel.folder
-                        .set_flags(&unseen, FlagOperation::Add, &["\\Seen".to_owned()])
-                {
+                if let Ok(infos) = sel.folder.set_flags(
+                    &unseen,
+                    FlagOperation::Add,
+                    &["\\Seen".to_owned()],
+                ) {
                     for info in infos {
                         if let Some(i) = sel.index_of(info.uid) {
                             sel.msgs[i].flags = info.flags;
@@ -532,11 +551,13 @@ impl Imap {
 
         let mut unknown_cte = false;
         for index in indexes {
-            unknown_cte |= self.fetch_one(index, &wanted, sets_seen && !flags_sent)?;
+            unknown_cte |=
+                self.fetch_one(index, &wanted, sets_seen && !flags_sent)?;
         }
         if unknown_cte {
             return Ok(Reply::No(
-                "[UNKNOWN-CTE] A part's transfer encoding cannot be decoded".into(),
+                "[UNKNOWN-CTE] A part's transfer encoding cannot be decoded"
+                    .into(),
             ));
         }
         Ok(Reply::Ok("FETCH completed".into()))
@@ -551,7 +572,9 @@ impl Imap {
         let mut unknown_cte = false;
         let needs_tree = wanted.iter().any(|i| match i {
             Item::Body | Item::BodyStructure | Item::BinarySize(..) => true,
-            Item::Section(s) => !s.path.is_empty() || !matches!(s.text, Text::Full),
+            Item::Section(s) => {
+                !s.path.is_empty() || !matches!(s.text, Text::Full)
+            }
             _ => false,
         });
         let needs_header = wanted.iter().any(|i| matches!(i, Item::Envelope));
@@ -581,14 +604,19 @@ impl Imap {
             let sel = self.selected.as_ref().unwrap();
             let m = &sel.msgs[index];
             match item {
-                Item::Flags => {
-                    head.extend_from_slice(format!("FLAGS {}", flag_list(m, self.rev2)).as_bytes())
-                }
-                Item::Uid => head.extend_from_slice(format!("UID {uid}").as_bytes()),
-                Item::InternalDate => head.extend_from_slice(
-                    format!("INTERNALDATE \"{}\"", format_internal(m.date)).as_bytes(),
+                Item::Flags => head.extend_from_slice(
+                    format!("FLAGS {}", flag_list(m, self.rev2)).as_bytes(),
                 ),
-                Item::Size => head.extend_from_slice(format!("RFC822.SIZE {size}").as_bytes()),
+                Item::Uid => {
+                    head.extend_from_slice(format!("UID {uid}").as_bytes())
+                }
+                Item::InternalDate => head.extend_from_slice(
+                    format!("INTERNALDATE \"{}\"", format_internal(m.date))
+                        .as_bytes(),
+                ),
+                Item::Size => head.extend_from_slice(
+                    format!("RFC822.SIZE {size}").as_bytes(),
+                ),
                 Item::Envelope => {
                     head.extend_from_slice(b"ENVELOPE ");
                     match &tree {
@@ -605,34 +633,43 @@ impl Imap {
                     });
                     match &tree {
                         Some(t) => body_structure(&mut head, t, extended),
-                        None => {
-                            head.extend_from_slice(b"(\"text\" \"plain\" NIL NIL NIL \"7bit\" 0 0)")
-                        }
+                        None => head.extend_from_slice(
+                            b"(\"text\" \"plain\" NIL NIL NIL \"7bit\" 0 0)",
+                        ),
                     }
                 }
                 Item::Section(section) => {
                     let data = match &tree {
                         Some(t) => section_data(t, section),
-                        None if section.path.is_empty() && matches!(section.text, Text::Full) => {
+                        None if section.path.is_empty()
+                            && matches!(section.text, Text::Full) =>
+                        {
                             Data::Range(0, size)
                         }
                         None => Data::Nil,
                     };
                     head.extend_from_slice(section.label.as_bytes());
                     if let Some((origin, _)) = section.partial {
-                        head.extend_from_slice(format!("<{origin}>").as_bytes());
+                        head.extend_from_slice(
+                            format!("<{origin}>").as_bytes(),
+                        );
                     }
                     head.push(b' ');
                     match data {
                         Data::Nil => head.extend_from_slice(b"NIL"),
                         Data::Bytes(bytes) => {
-                            let (start, len) = clip(bytes.len() as u64, section.partial);
-                            let slice = &bytes[start as usize..(start + len) as usize];
-                            head.extend_from_slice(format!("{{{len}}}\r\n").as_bytes());
+                            let (start, len) =
+                                clip(bytes.len() as u64, section.partial);
+                            let slice =
+                                &bytes[start as usize..(start + len) as usize];
+                            head.extend_from_slice(
+                                format!("{{{len}}}\r\n").as_bytes(),
+                            );
                             head.extend_from_slice(slice);
                         }
                         Data::Range(from, to) => {
-                            let (start, len) = clip(to.saturating_sub(from), section.partial);
+                            let (start, len) =
+                                clip(to.saturating_sub(from), section.partial);
                             self.put(&head)?;
                             head.clear();
                             self.stream(uid, from + start, len)?;
@@ -640,7 +677,12 @@ impl Imap {
                         Data::Decoded(from, to, encoding) => {
                             self.put(&head)?;
                             head.clear();
-                            self.stream_decoded(uid, (from, to), encoding, section.partial)?;
+                            self.stream_decoded(
+                                uid,
+                                (from, to),
+                                encoding,
+                                section.partial,
+                            )?;
                         }
                         Data::UnknownCte => {
                             unknown_cte = true;

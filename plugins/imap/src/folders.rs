@@ -36,8 +36,10 @@ pub fn pattern_match(pattern: &[u8], name: &[u8]) -> bool {
         match c {
             b'*' | b'%' => {
                 for j in 0..=name.len() {
-                    next[j] =
-                        reach[j] || (j > 0 && next[j - 1] && (c == b'*' || name[j - 1] != b'/'));
+                    next[j] = reach[j]
+                        || (j > 0
+                            && next[j - 1]
+                            && (c == b'*' || name[j - 1] != b'/'));
                 }
             }
             _ => {
@@ -65,7 +67,11 @@ fn inbox_fold(text: &[u8]) -> Vec<u8> {
 }
 
 impl Imap {
-    pub fn select(&mut self, p: &mut Parser, read_only: bool) -> Result<Reply, ReadError> {
+    pub fn select(
+        &mut self,
+        p: &mut Parser,
+        read_only: bool,
+    ) -> Result<Reply, ReadError> {
         let name = match (|| {
             p.sp()?;
             let name = self.mailbox_arg(p)?;
@@ -124,8 +130,12 @@ impl Imap {
         if let Some(i) = unseen {
             out.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", i + 1));
         }
-        out.push_str(&format!("* OK [UIDVALIDITY {uid_validity}] UIDs valid\r\n"));
-        out.push_str(&format!("* OK [UIDNEXT {uid_next}] Predicted next UID\r\n"));
+        out.push_str(&format!(
+            "* OK [UIDVALIDITY {uid_validity}] UIDs valid\r\n"
+        ));
+        out.push_str(&format!(
+            "* OK [UIDNEXT {uid_next}] Predicted next UID\r\n"
+        ));
         if read_only {
             out.push_str("* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
         } else {
@@ -153,7 +163,11 @@ impl Imap {
     }
 
     /// CLOSE (expunging silently when `expunge`) and UNSELECT.
-    pub fn close(&mut self, p: &mut Parser, expunge: bool) -> Result<Reply, ReadError> {
+    pub fn close(
+        &mut self,
+        p: &mut Parser,
+        expunge: bool,
+    ) -> Result<Reply, ReadError> {
         if let Err(e) = p.end() {
             return Ok(Reply::Bad(e));
         }
@@ -228,7 +242,11 @@ impl Imap {
         }
     }
 
-    pub fn subscribe(&mut self, p: &mut Parser, on: bool) -> Result<Reply, ReadError> {
+    pub fn subscribe(
+        &mut self,
+        p: &mut Parser,
+        on: bool,
+    ) -> Result<Reply, ReadError> {
         let name = match self.one_name(p) {
             Ok(name) => name,
             Err(e) => return Ok(Reply::Bad(e)),
@@ -241,7 +259,11 @@ impl Imap {
 
     /// LIST and LSUB, with the LIST-EXTENDED selection `(SUBSCRIBED)` and
     /// `(SPECIAL-USE)` and a RETURN list read leniently.
-    pub fn list(&mut self, p: &mut Parser, lsub: bool) -> Result<Reply, ReadError> {
+    pub fn list(
+        &mut self,
+        p: &mut Parser,
+        lsub: bool,
+    ) -> Result<Reply, ReadError> {
         let args = (|| {
             p.sp()?;
             let mut only_subscribed = lsub;
@@ -291,12 +313,19 @@ impl Imap {
                 return_subscribed,
             ))
         })();
-        let (reference, patterns, only_subscribed, only_special, return_subscribed) = match args {
+        let (
+            reference,
+            patterns,
+            only_subscribed,
+            only_special,
+            return_subscribed,
+        ) = match args {
             Ok(args) => args,
             Err(e) => return Ok(Reply::Bad(e)),
         };
         let verb = if lsub { "LSUB" } else { "LIST" };
-        let too_long = |p: &Vec<u8>| reference.len() + p.len() > MAX_LIST_PATTERN;
+        let too_long =
+            |p: &Vec<u8>| reference.len() + p.len() > MAX_LIST_PATTERN;
         if patterns.iter().any(too_long) {
             return Ok(Reply::Bad("pattern too long".into()));
         }
@@ -342,10 +371,15 @@ impl Imap {
             if let Some(special) = &folder.special_use {
                 attrs.push(format!("\\{special}"));
             }
-            if folder.subscribed && (return_subscribed || only_subscribed) && !lsub {
+            if folder.subscribed
+                && (return_subscribed || only_subscribed)
+                && !lsub
+            {
                 attrs.push("\\Subscribed".to_owned());
             }
-            out.extend_from_slice(format!("* {verb} ({}) \"/\" ", attrs.join(" ")).as_bytes());
+            out.extend_from_slice(
+                format!("* {verb} ({}) \"/\" ", attrs.join(" ")).as_bytes(),
+            );
             push_astring(&mut out, wire.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
@@ -364,10 +398,11 @@ impl Imap {
                 p.eat(b' ');
                 let item = p.atom_upper()?;
                 match item.as_str() {
-                    "MESSAGES" | "RECENT" | "UIDNEXT" | "UIDVALIDITY" | "UNSEEN" | "SIZE" => {
-                        items.push(item)
+                    "MESSAGES" | "RECENT" | "UIDNEXT" | "UIDVALIDITY"
+                    | "UNSEEN" | "SIZE" => items.push(item),
+                    other => {
+                        return Err(format!("unknown STATUS item `{other}`"));
                     }
-                    other => return Err(format!("unknown STATUS item `{other}`")),
                 }
             }
             p.end()?;
@@ -397,7 +432,9 @@ impl Imap {
             .collect();
         let mut out = b"* STATUS ".to_vec();
         push_astring(&mut out, self.wire_name(&name).as_bytes());
-        out.extend_from_slice(format!(" ({})\r\n", values.join(" ")).as_bytes());
+        out.extend_from_slice(
+            format!(" ({})\r\n", values.join(" ")).as_bytes(),
+        );
         self.put(&out)?;
         Ok(Reply::Ok("STATUS completed".into()))
     }

@@ -241,14 +241,17 @@ mod tests {
 
     #[test]
     fn rfc2231_continuations_join() {
-        let s = structured(b" attachment; filename*0*=utf-8''%E2%82%AC; filename*1*=%20x.txt");
+        let s = structured(
+            b" attachment; filename*0*=utf-8''%E2%82%AC; filename*1*=%20x.txt",
+        );
         assert_eq!(s.value, b"attachment");
         assert_eq!(s.param("filename*").unwrap(), b"utf-8''%E2%82%AC%20x.txt");
     }
 
     #[test]
     fn quoted_params_and_comments() {
-        let s = structured(b"text/plain (c) ; charset=\"utf-8\"; format=flowed");
+        let s =
+            structured(b"text/plain (c) ; charset=\"utf-8\"; format=flowed");
         assert_eq!(s.value, b"text/plain");
         assert_eq!(s.param("CHARSET").unwrap(), b"utf-8");
         assert_eq!(s.param("format").unwrap(), b"flowed");

@@ -11,7 +11,11 @@ use crate::parse::Parser;
 use crate::session::{Imap, Reply};
 
 impl Imap {
-    pub fn idle(&mut self, _tag: &str, p: &mut Parser) -> Result<Reply, ReadError> {
+    pub fn idle(
+        &mut self,
+        _tag: &str,
+        p: &mut Parser,
+    ) -> Result<Reply, ReadError> {
         if let Err(e) = p.end() {
             return Ok(Reply::Bad(e));
         }
@@ -20,8 +24,9 @@ impl Imap {
 
         let started = Instant::now();
         // The listener may ask for a shorter keepalive, never a longer one.
-        let keepalive_ms = mailhost_sdk::setting_or("idle-keepalive-ms", IDLE_KEEPALIVE_MS)
-            .clamp(1, IDLE_KEEPALIVE_MS);
+        let keepalive_ms =
+            mailhost_sdk::setting_or("idle-keepalive-ms", IDLE_KEEPALIVE_MS)
+                .clamp(1, IDLE_KEEPALIVE_MS);
         let keepalive = Duration::from_millis(u64::from(keepalive_ms));
         let mut last_sent = Instant::now();
         loop {
@@ -39,7 +44,8 @@ impl Imap {
                 return self.idle_done();
             };
             let left = keepalive.saturating_sub(last_sent.elapsed());
-            let wait_ms = left.as_millis().clamp(1, u128::from(IDLE_POLL_MS)) as u32;
+            let wait_ms =
+                left.as_millis().clamp(1, u128::from(IDLE_POLL_MS)) as u32;
             match sel.folder.wait(self.session.connection(), wait_ms)? {
                 WaitEvent::Input => return self.idle_done(),
                 WaitEvent::Changed | WaitEvent::Timeout => {

@@ -26,7 +26,9 @@ pub fn clean_flags(flags: Vec<String>) -> Result<Vec<String>, String> {
         if flag.eq_ignore_ascii_case("\\Recent") {
             continue;
         }
-        if let Some(system) = SYSTEM_FLAGS.iter().find(|f| f.eq_ignore_ascii_case(&flag)) {
+        if let Some(system) =
+            SYSTEM_FLAGS.iter().find(|f| f.eq_ignore_ascii_case(&flag))
+        {
             out.push((*system).to_owned());
         } else if flag.starts_with('\\') {
             return Err(format!("unknown system flag `{flag}`"));
@@ -47,10 +49,15 @@ impl Imap {
             .collect()
     }
 
-    pub fn store(&mut self, p: &mut Parser, uid: bool) -> Result<Reply, ReadError> {
+    pub fn store(
+        &mut self,
+        p: &mut Parser,
+        uid: bool,
+    ) -> Result<Reply, ReadError> {
         let args = (|| {
             p.sp()?;
-            let set = SeqSet::parse(p.sequence_set()?).ok_or("bad sequence set")?;
+            let set =
+                SeqSet::parse(p.sequence_set()?).ok_or("bad sequence set")?;
             p.sp()?;
             let op = if p.eat(b'+') {
                 FlagOperation::Add
@@ -107,7 +114,10 @@ impl Imap {
                         info.uid
                     ));
                 } else {
-                    out.push_str(&format!("* {} FETCH (FLAGS {flags})\r\n", i + 1));
+                    out.push_str(&format!(
+                        "* {} FETCH (FLAGS {flags})\r\n",
+                        i + 1
+                    ));
                 }
             }
         }
@@ -115,10 +125,16 @@ impl Imap {
         Ok(Reply::Ok("STORE completed".into()))
     }
 
-    pub fn copy(&mut self, p: &mut Parser, uid: bool, moving: bool) -> Result<Reply, ReadError> {
+    pub fn copy(
+        &mut self,
+        p: &mut Parser,
+        uid: bool,
+        moving: bool,
+    ) -> Result<Reply, ReadError> {
         let args = (|| {
             p.sp()?;
-            let set = SeqSet::parse(p.sequence_set()?).ok_or("bad sequence set")?;
+            let set =
+                SeqSet::parse(p.sequence_set()?).ok_or("bad sequence set")?;
             p.sp()?;
             let target = self.mailbox_arg(p)?;
             p.end()?;
@@ -171,11 +187,16 @@ impl Imap {
         Ok(Reply::Ok(format!("{code}COPY completed")))
     }
 
-    pub fn expunge(&mut self, p: &mut Parser, uid: bool) -> Result<Reply, ReadError> {
+    pub fn expunge(
+        &mut self,
+        p: &mut Parser,
+        uid: bool,
+    ) -> Result<Reply, ReadError> {
         let set = if uid {
             let set = (|| {
                 p.sp()?;
-                SeqSet::parse(p.sequence_set()?).ok_or_else(|| "bad UID set".to_owned())
+                SeqSet::parse(p.sequence_set()?)
+                    .ok_or_else(|| "bad UID set".to_owned())
             })();
             match set {
                 Ok(set) => Some(set),
@@ -201,7 +222,12 @@ impl Imap {
         Ok(Reply::Ok("EXPUNGE completed".into()))
     }
 
-    pub fn search(&mut self, tag: &str, p: &mut Parser, uid: bool) -> Result<Reply, ReadError> {
+    pub fn search(
+        &mut self,
+        tag: &str,
+        p: &mut Parser,
+        uid: bool,
+    ) -> Result<Reply, ReadError> {
         let args = (|| {
             p.sp()?;
             let mut returns: Option<Vec<String>> = None;
@@ -212,7 +238,10 @@ impl Imap {
                 while !p.eat(b')') {
                     p.eat(b' ');
                     let opt = p.atom_upper()?;
-                    if !matches!(opt.as_str(), "MIN" | "MAX" | "ALL" | "COUNT" | "SAVE") {
+                    if !matches!(
+                        opt.as_str(),
+                        "MIN" | "MAX" | "ALL" | "COUNT" | "SAVE"
+                    ) {
                         return Err(format!("unknown RETURN option `{opt}`"));
                     }
                     opts.push(opt);
@@ -279,12 +308,16 @@ impl Imap {
             }
             for opt in &opts {
                 match opt.as_str() {
-                    "MIN" if !hits.is_empty() => line.push_str(&format!(" MIN {}", hits[0])),
+                    "MIN" if !hits.is_empty() => {
+                        line.push_str(&format!(" MIN {}", hits[0]))
+                    }
                     "MAX" if !hits.is_empty() => {
                         line.push_str(&format!(" MAX {}", hits[hits.len() - 1]))
                     }
                     "COUNT" => line.push_str(&format!(" COUNT {}", hits.len())),
-                    "ALL" if !hits.is_empty() => line.push_str(&format!(" ALL {}", render(&hits))),
+                    "ALL" if !hits.is_empty() => {
+                        line.push_str(&format!(" ALL {}", render(&hits)))
+                    }
                     _ => {}
                 }
             }
@@ -300,7 +333,8 @@ impl Imap {
 pub fn read_header(folder: &Folder, uid: u32) -> Vec<u8> {
     let mut header = Vec::new();
     while header.len() < MAX_PART_HEADER {
-        let Ok(chunk) = folder.read(uid, header.len() as u64, READ_CHUNK) else {
+        let Ok(chunk) = folder.read(uid, header.len() as u64, READ_CHUNK)
+        else {
             break;
         };
         if chunk.is_empty() {
@@ -329,14 +363,20 @@ impl View<'_> {
     /// Whether the decoded bytes of `range` contain `needle`, ignoring
     /// ASCII case. The tail of each piece is kept so a match across a
     /// chunk border is found.
-    fn range_contains(&self, (from, to): (u64, u64), encoding: Encoding, needle: &[u8]) -> bool {
+    fn range_contains(
+        &self,
+        (from, to): (u64, u64),
+        encoding: Encoding,
+        needle: &[u8],
+    ) -> bool {
         let keep = needle.len().saturating_sub(1);
         let mut decoder = Decoder::new(encoding);
         let mut carry: Vec<u8> = Vec::new();
         let mut offset = from;
         let mut last = false;
         while !last {
-            let want = (to.saturating_sub(offset)).min(u64::from(READ_CHUNK)) as u32;
+            let want =
+                (to.saturating_sub(offset)).min(u64::from(READ_CHUNK)) as u32;
             let chunk = if want > 0 {
                 self.folder
                     .read(self.msg.uid, offset, want)
@@ -435,7 +475,8 @@ impl Candidate for View<'_> {
                 continue;
             }
             let cte = header::first(&part.header, "Content-Transfer-Encoding");
-            let encoding = Encoding::from_header(cte.as_deref()).unwrap_or(Encoding::Identity);
+            let encoding = Encoding::from_header(cte.as_deref())
+                .unwrap_or(Encoding::Identity);
             let range = (part.body_start, part.end);
             if self.range_contains(range, encoding, needle) {
                 return true;

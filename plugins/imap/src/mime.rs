@@ -5,7 +5,8 @@
 
 use crate::header::{self, Structured};
 use crate::limits::{
-    MAX_BOUNDARY_LINE, MAX_MIME_DEPTH, MAX_MIME_PARTS, MAX_PART_HEADER, READ_CHUNK,
+    MAX_BOUNDARY_LINE, MAX_MIME_DEPTH, MAX_MIME_PARTS, MAX_PART_HEADER,
+    READ_CHUNK,
 };
 
 /// Random access to a message's bytes (CRLF line ends).
@@ -182,7 +183,8 @@ pub fn scan(source: &mut dyn Source, header_only: bool) -> Option<Part> {
         }
         let mut rest = &chunk[..];
         while !rest.is_empty() && !scanner.done {
-            let (piece, complete) = match rest.iter().position(|&b| b == b'\n') {
+            let (piece, complete) = match rest.iter().position(|&b| b == b'\n')
+            {
                 Some(nl) => (&rest[..=nl], true),
                 None => (rest, false),
             };
@@ -224,7 +226,9 @@ impl Scanner {
             content_len,
         };
 
-        let boundary = if content.starts_with(b"--") && content.len() <= MAX_BOUNDARY_LINE {
+        let boundary = if content.starts_with(b"--")
+            && content.len() <= MAX_BOUNDARY_LINE
+        {
             self.match_boundary(content)
         } else {
             None
@@ -280,8 +284,12 @@ impl Scanner {
             return (next_start, 0);
         }
         match self.prev {
-            Some(prev) if prev.start >= body_start && prev.index >= frame.first_body_line => {
-                let lines = prev.index - frame.first_body_line + u64::from(prev.content_len > 0);
+            Some(prev)
+                if prev.start >= body_start
+                    && prev.index >= frame.first_body_line =>
+            {
+                let lines = prev.index - frame.first_body_line
+                    + u64::from(prev.content_len > 0);
                 (prev.start + prev.content_len, lines)
             }
             _ => (body_start, 0),
@@ -297,7 +305,9 @@ impl Scanner {
         frame.part.lines = lines;
         let part = frame.part;
         match self.stack.last_mut() {
-            Some(parent) if parent.part.multipart => parent.part.children.push(part),
+            Some(parent) if parent.part.multipart => {
+                parent.part.children.push(part)
+            }
             Some(parent) => parent.part.message = Some(Box::new(part)),
             None => self.root = Some(part),
         }
@@ -314,7 +324,13 @@ impl Scanner {
         }
     }
 
-    fn after_boundary(&mut self, depth: usize, closing: bool, next: u64, next_line: u64) {
+    fn after_boundary(
+        &mut self,
+        depth: usize,
+        closing: bool,
+        next: u64,
+        next_line: u64,
+    ) {
         let digest = self.stack[depth].part.sub_type() == "digest";
         let frame = &mut self.stack[depth];
         if closing || self.parts >= MAX_MIME_PARTS {
@@ -373,7 +389,10 @@ impl Scanner {
                 frame.boundary = Some(b);
                 frame.state = State::Outside;
             }
-        } else if main == "message" && (sub == "rfc822" || sub == "global") && deep_enough {
+        } else if main == "message"
+            && (sub == "rfc822" || sub == "global")
+            && deep_enough
+        {
             let mut inner = Frame::new(body_start, false);
             inner.first_body_line = first_body_line;
             nested = Some(inner);
@@ -404,7 +423,8 @@ impl Scanner {
     fn end_at_eof(&self, frame: &Frame, size: u64) -> (u64, u64) {
         match self.prev {
             Some(prev)
-                if prev.index >= frame.first_body_line && prev.start >= frame.part.body_start =>
+                if prev.index >= frame.first_body_line
+                    && prev.start >= frame.part.body_start =>
             {
                 (size, prev.index - frame.first_body_line + 1)
             }
@@ -464,7 +484,8 @@ mod tests {
 
     #[test]
     fn unterminated_multipart_ends_at_eof() {
-        let msg = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n";
+        let msg =
+            "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n";
         let p = tree(msg);
         assert_eq!(p.children.len(), 1);
         assert_eq!(p.children[0].end as usize, msg.len());

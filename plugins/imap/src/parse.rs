@@ -94,7 +94,9 @@ impl<'a> Parser<'a> {
     /// followed by more atom characters.
     pub fn keyword(&mut self, word: &str) -> bool {
         let end = self.pos + word.len();
-        if end > self.buf.len() || !self.buf[self.pos..end].eq_ignore_ascii_case(word.as_bytes()) {
+        if end > self.buf.len()
+            || !self.buf[self.pos..end].eq_ignore_ascii_case(word.as_bytes())
+        {
             return false;
         }
         if self
@@ -228,7 +230,8 @@ impl<'a> Parser<'a> {
 
     /// An astring that must be UTF-8 text.
     pub fn astring_text(&mut self) -> Parsed<String> {
-        String::from_utf8(self.astring()?).map_err(|_| "expected UTF-8 text".into())
+        String::from_utf8(self.astring()?)
+            .map_err(|_| "expected UTF-8 text".into())
     }
 
     /// A LIST pattern: list-chars (with `%` and `*`) or a string.
@@ -275,7 +278,9 @@ impl<'a> Parser<'a> {
     /// A sequence set in its wire form (digits, `*`, `:` and `,`), or
     /// `$` (RFC 5182).
     pub fn sequence_set(&mut self) -> Parsed<&'a [u8]> {
-        let set = self.take_while(|b| b.is_ascii_digit() || matches!(b, b'*' | b':' | b',' | b'$'));
+        let set = self.take_while(|b| {
+            b.is_ascii_digit() || matches!(b, b'*' | b':' | b',' | b'$')
+        });
         if set.is_empty() {
             return Err("expected a sequence set".into());
         }

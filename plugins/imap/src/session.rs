@@ -100,7 +100,8 @@ pub struct Imap {
 }
 
 /// Flags the store keeps for every message.
-pub const SYSTEM_FLAGS: [&str; 5] = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"];
+pub const SYSTEM_FLAGS: [&str; 5] =
+    ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"];
 
 /// Whether the session should go on after a command.
 pub enum Flow {
@@ -166,7 +167,8 @@ impl Imap {
     /// inbox.
     pub fn mailbox_arg(&self, p: &mut Parser) -> Parsed<String> {
         let raw = p.astring()?;
-        let text = String::from_utf8(raw).map_err(|_| "mailbox name is not UTF-8")?;
+        let text =
+            String::from_utf8(raw).map_err(|_| "mailbox name is not UTF-8")?;
         let name = if self.rev2 {
             text
         } else {
@@ -185,10 +187,11 @@ impl Imap {
     }
 
     pub fn run(mut self) {
-        let greeting =
-            mailhost_sdk::settings::get("hostname").unwrap_or_else(|| "mailhost".to_owned());
+        let greeting = mailhost_sdk::settings::get("hostname")
+            .unwrap_or_else(|| "mailhost".to_owned());
         let caps = self.capabilities();
-        let hello = format!("* OK [CAPABILITY {caps}] {greeting} IMAP ready\r\n");
+        let hello =
+            format!("* OK [CAPABILITY {caps}] {greeting} IMAP ready\r\n");
         self.session.queue(hello.as_bytes());
 
         loop {
@@ -217,7 +220,9 @@ impl Imap {
         let text = match err {
             ReadError::Closed => return,
             ReadError::Timeout => "* BYE Autologout; idle for too long\r\n",
-            ReadError::ShuttingDown => "* BYE [UNAVAILABLE] Server shutting down\r\n",
+            ReadError::ShuttingDown => {
+                "* BYE [UNAVAILABLE] Server shutting down\r\n"
+            }
             ReadError::Expired => "* BYE Session too long\r\n",
         };
         let _ = self.session.write_all(text.as_bytes());
@@ -250,7 +255,11 @@ impl Imap {
 
         let mut p = Parser::new(&buf);
         let tag = match p.tag() {
-            Ok(tag) if tag.len() <= crate::limits::MAX_TAG && p.sp().is_ok() => tag,
+            Ok(tag)
+                if tag.len() <= crate::limits::MAX_TAG && p.sp().is_ok() =>
+            {
+                tag
+            }
             _ => {
                 if buf.is_empty() {
                     return Ok(Flow::Continue);
@@ -283,7 +292,12 @@ impl Imap {
     }
 
     /// Send pending updates and the tagged reply.
-    fn finish(&mut self, tag: &str, reply: Reply, allow_expunge: bool) -> Result<Flow, ReadError> {
+    fn finish(
+        &mut self,
+        tag: &str,
+        reply: Reply,
+        allow_expunge: bool,
+    ) -> Result<Flow, ReadError> {
         self.sync(allow_expunge)?;
         let (status, text, bad) = match reply {
             Reply::Ok(text) => ("OK", text, false),
@@ -340,11 +354,17 @@ impl Imap {
             "FETCH" | "STORE" | "COPY" | "MOVE" | "SEARCH" | "EXPUNGE"
         );
         if uid && !uid_ok {
-            return Ok((Reply::Bad(format!("UID {command} is not a command")), true));
+            return Ok((
+                Reply::Bad(format!("UID {command} is not a command")),
+                true,
+            ));
         }
         // RFC 3501 7.4.1: no EXPUNGE during FETCH, STORE or SEARCH.
-        let allow_expunge =
-            uid || !matches!(command.as_str(), "FETCH" | "STORE" | "SEARCH" | "COPY");
+        let allow_expunge = uid
+            || !matches!(
+                command.as_str(),
+                "FETCH" | "STORE" | "SEARCH" | "COPY"
+            );
 
         let reply = match command.as_str() {
             "CAPABILITY" => self.capability(p)?,
@@ -358,16 +378,22 @@ impl Imap {
                 Some(r) => r,
                 None => self.login(p)?,
             },
-            "AUTHENTICATE" => match need(!authed, "the not authenticated state") {
-                Some(r) => r,
-                None => self.authenticate(p)?,
-            },
-            "ENABLE" => match need(state == State::Authenticated, "the authenticated state") {
+            "AUTHENTICATE" => {
+                match need(!authed, "the not authenticated state") {
+                    Some(r) => r,
+                    None => self.authenticate(p)?,
+                }
+            }
+            "ENABLE" => match need(
+                state == State::Authenticated,
+                "the authenticated state",
+            ) {
                 Some(r) => r,
                 None => self.enable(p)?,
             },
-            "SELECT" | "EXAMINE" | "CREATE" | "DELETE" | "RENAME" | "SUBSCRIBE" | "UNSUBSCRIBE"
-            | "LIST" | "LSUB" | "STATUS" | "NAMESPACE" | "IDLE"
+            "SELECT" | "EXAMINE" | "CREATE" | "DELETE" | "RENAME"
+            | "SUBSCRIBE" | "UNSUBSCRIBE" | "LIST" | "LSUB" | "STATUS"
+            | "NAMESPACE" | "IDLE"
                 if !authed =>
             {
                 Reply::Bad(format!("{command} needs a login first"))
@@ -384,8 +410,8 @@ impl Imap {
             "STATUS" => self.status(p)?,
             "NAMESPACE" => no_args(p, Reply::Ok("NAMESPACE completed".into())),
             "IDLE" => self.idle(tag, p)?,
-            "CHECK" | "CLOSE" | "UNSELECT" | "EXPUNGE" | "FETCH" | "STORE" | "COPY" | "MOVE"
-            | "SEARCH"
+            "CHECK" | "CLOSE" | "UNSELECT" | "EXPUNGE" | "FETCH" | "STORE"
+            | "COPY" | "MOVE" | "SEARCH"
                 if !selected =>
             {
                 Reply::Bad(format!("{command} needs a selected mailbox"))
@@ -416,7 +442,10 @@ impl Imap {
         let changes = match sel.folder.refresh() {
             Ok(changes) => changes,
             Err(err) => {
-                mailhost_sdk::log(Level::Warn, &format!("refresh failed: {err:?}"));
+                mailhost_sdk::log(
+                    Level::Warn,
+                    &format!("refresh failed: {err:?}"),
+                );
                 return Ok(());
             }
         };
@@ -436,7 +465,12 @@ impl Imap {
                 sel.msgs[i].flags = info.flags.clone();
                 let flags = flag_list(&sel.msgs[i], self.rev2);
                 out.extend_from_slice(
-                    format!("* {} FETCH (UID {} FLAGS {flags})\r\n", i + 1, info.uid).as_bytes(),
+                    format!(
+                        "* {} FETCH (UID {} FLAGS {flags})\r\n",
+                        i + 1,
+                        info.uid
+                    )
+                    .as_bytes(),
                 );
             }
         }

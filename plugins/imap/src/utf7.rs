@@ -5,7 +5,8 @@
 //! encoding the result gives back exactly the bytes the client sent, so
 //! every name round-trips and no two wire names reach one folder.
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
+const ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
 
 fn is_direct(c: char) -> bool {
     (' '..='~').contains(&c) && c != '&'
@@ -21,14 +22,16 @@ pub fn encode(name: &str) -> String {
             return;
         }
         out.push('&');
-        let bytes: Vec<u8> = pending.iter().flat_map(|unit| unit.to_be_bytes()).collect();
+        let bytes: Vec<u8> =
+            pending.iter().flat_map(|unit| unit.to_be_bytes()).collect();
         for chunk in bytes.chunks(3) {
             let b = [
                 chunk[0],
                 chunk.get(1).copied().unwrap_or(0),
                 chunk.get(2).copied().unwrap_or(0),
             ];
-            let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+            let n =
+                u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
             let sextets = chunk.len() + 1;
             for i in 0..sextets {
                 let index = (n >> (18 - 6 * i)) & 63;

@@ -113,7 +113,8 @@ pub fn read_command(session: &mut Session) -> Result<Incoming, ReadError> {
                 sync,
             });
         }
-        let too_large = size > MAX_LITERAL || buf.len() as u64 + size > MAX_COMMAND as u64;
+        let too_large =
+            size > MAX_LITERAL || buf.len() as u64 + size > MAX_COMMAND as u64;
         if too_large {
             return Ok(Incoming::LiteralTooLarge {
                 tag: tag_of(&buf),

@@ -13,7 +13,8 @@ use mailhost_imap::mime::scan;
 fn corpus_dir() -> PathBuf {
     match std::env::var_os("MAILHOST_CORPUS") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/corpus"),
     }
 }
 
@@ -63,7 +64,8 @@ fn corpus_structures_match_the_fixture() {
         actual.push_str(&render(name, &data));
     }
 
-    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus-structure.txt");
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/corpus-structure.txt");
     if std::env::var_os("UPDATE_FIXTURE").is_some() {
         std::fs::write(&fixture, &actual).unwrap();
     }

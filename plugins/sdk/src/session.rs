@@ -77,7 +77,10 @@ pub struct Session {
 
 impl Session {
     pub fn new(conn: Connection) -> Self {
-        Session { conn, output: Vec::new() }
+        Session {
+            conn,
+            output: Vec::new(),
+        }
     }
 
     /// The underlying connection, for calls such as `folder.wait`.
@@ -118,7 +121,8 @@ impl Session {
     /// Flush unless pipelined input is already waiting or the buffer is
     /// still small; called before every read.
     fn flush_before_read(&mut self) -> Result<(), ReadError> {
-        if self.conn.buffered() == 0 || self.output.len() >= OUTPUT_FLUSH_THRESHOLD
+        if self.conn.buffered() == 0
+            || self.output.len() >= OUTPUT_FLUSH_THRESHOLD
         {
             self.flush()?;
         }
@@ -134,11 +138,17 @@ impl Session {
 
         let raw = self.conn.read_line(max_len)?;
         if raw.last() == Some(&b'\n') || max_len == 0 {
-            return Ok(Line { raw, complete: true });
+            return Ok(Line {
+                raw,
+                complete: true,
+            });
         }
         if (raw.len() as u32) < max_len {
             // The peer closed mid-line: hand over what came.
-            return Ok(Line { raw, complete: true });
+            return Ok(Line {
+                raw,
+                complete: true,
+            });
         }
 
         loop {
@@ -147,13 +157,19 @@ impl Session {
                 break;
             }
         }
-        Ok(Line { raw, complete: false })
+        Ok(Line {
+            raw,
+            complete: false,
+        })
     }
 
     /// Read a line without discarding an overlong rest: returns at most
     /// `max_len` bytes, and a line cut there continues on the next call.
     /// For message data, where long lines are kept, not refused.
-    pub fn read_line_part(&mut self, max_len: u32) -> Result<Vec<u8>, ReadError> {
+    pub fn read_line_part(
+        &mut self,
+        max_len: u32,
+    ) -> Result<Vec<u8>, ReadError> {
         self.flush_before_read()?;
         Ok(self.conn.read_line(max_len)?)
     }

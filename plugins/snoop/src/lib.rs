@@ -27,13 +27,16 @@ impl Guest for Snoop {
         let mut session = Session::new(conn);
         session.queue(b"OK hostile snoop\r\n");
 
-        let identity = match accounts::authenticate("alice@example.org", "alice-pw") {
-            Ok(identity) => identity,
-            Err(err) => {
-                session.queue(format!("login alice failed {err:?}\r\n").as_bytes());
-                return;
-            }
-        };
+        let identity =
+            match accounts::authenticate("alice@example.org", "alice-pw") {
+                Ok(identity) => identity,
+                Err(err) => {
+                    session.queue(
+                        format!("login alice failed {err:?}\r\n").as_bytes(),
+                    );
+                    return;
+                }
+            };
         session.queue(b"login alice ok\r\n");
         let account = match mailbox::open_account(&identity) {
             Ok(account) => account,
@@ -67,11 +70,14 @@ impl Guest for Snoop {
             session.queue(line.as_bytes());
         }
 
-        let verdict = match accounts::authenticate("bob@example.org", "alice-pw") {
-            Ok(_) => "accepted",
-            Err(_) => "refused",
-        };
-        session.queue(format!("login bob-with-alice-password {verdict}\r\n").as_bytes());
+        let verdict =
+            match accounts::authenticate("bob@example.org", "alice-pw") {
+                Ok(_) => "accepted",
+                Err(_) => "refused",
+            };
+        session.queue(
+            format!("login bob-with-alice-password {verdict}\r\n").as_bytes(),
+        );
     }
 }
 

@@ -22,7 +22,12 @@ domains = ["example.org"]
         dir = dir.path().display()
     );
     for (name, protocol, role, settings) in [
-        ("smtp", "smtp", "submission", "mode = \"reception\"\nhostname = \"mx.example.org\""),
+        (
+            "smtp",
+            "smtp",
+            "submission",
+            "mode = \"reception\"\nhostname = \"mx.example.org\"",
+        ),
         ("pop3", "pop3", "mailbox", ""),
         ("imap", "imap", "mailbox", ""),
     ] {
@@ -43,10 +48,20 @@ plugin = "{plugin}"
     let config_path = dir.path().join("mailhost.toml");
     std::fs::write(&config_path, &config).unwrap();
     let added = mailhost(
-        &["user", "add", "--config", config_path.to_str().unwrap(), USER],
+        &[
+            "user",
+            "add",
+            "--config",
+            config_path.to_str().unwrap(),
+            USER,
+        ],
         format!("{PASSWORD}\n").as_bytes(),
     );
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     Host::start_in(dir, &config)
 }
 
@@ -77,7 +92,12 @@ fn swaks_in_then_poplib_imaplib_and_curl_read_the_same_bytes() {
 
     let sent = Command::new("swaks")
         .args(["--server", &smtp.to_string(), "--to", USER])
-        .args(["--from", "bob@example.net", "--header", "Subject: the chain"])
+        .args([
+            "--from",
+            "bob@example.net",
+            "--header",
+            "Subject: the chain",
+        ])
         .args(["--body", "First line.\n.leading dot\nLast line."])
         .output()
         .expect("run swaks");
@@ -87,7 +107,8 @@ fn swaks_in_then_poplib_imaplib_and_curl_read_the_same_bytes() {
 
     let pop3 = host.addr("pop3").port().to_string();
     let imap = host.addr("imap").port().to_string();
-    let output = python(PY_READ_BACK, &["127.0.0.1", &pop3, &imap, USER, PASSWORD]);
+    let output =
+        python(PY_READ_BACK, &["127.0.0.1", &pop3, &imap, USER, PASSWORD]);
     assert!(
         output.status.success(),
         "{}",
@@ -95,9 +116,15 @@ fn swaks_in_then_poplib_imaplib_and_curl_read_the_same_bytes() {
     );
     let body = output.stdout;
     let text = String::from_utf8_lossy(&body);
-    assert!(text.starts_with("Return-Path: <bob@example.net>\r\n"), "{text}");
+    assert!(
+        text.starts_with("Return-Path: <bob@example.net>\r\n"),
+        "{text}"
+    );
     assert!(text.contains("Subject: the chain\r\n"), "{text}");
-    assert!(text.contains("\r\n.leading dot\r\n"), "dot-unstuffed wrongly: {text}");
+    assert!(
+        text.contains("\r\n.leading dot\r\n"),
+        "dot-unstuffed wrongly: {text}"
+    );
 
     // The file on disk holds exactly what the clients read.
     let new = host.dir().join("data/example.org/alice/Maildir");

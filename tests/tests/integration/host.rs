@@ -100,7 +100,10 @@ max-connections-per-ip = 3
 {}
 {}
 "#,
-        echo_listener("small", "max-connections = 1\nbusy-reply = \"BUSY small\""),
+        echo_listener(
+            "small",
+            "max-connections = 1\nbusy-reply = \"BUSY small\""
+        ),
         echo_listener(
             "per-ip",
             "max-connections-per-ip = 1\nbusy-reply = \"BUSY ip\""
@@ -158,14 +161,17 @@ fn global_limit_refuses_across_listeners() {
     two.expect("OK echo ready");
     let mut refused = Client::connect(host.addr("a"));
     assert_eq!(refused.line(), "BUSY a");
-    assert!(host.wait_for_log("limit=\"max-connections\"", Duration::from_secs(5)));
+    assert!(
+        host.wait_for_log("limit=\"max-connections\"", Duration::from_secs(5))
+    );
 }
 
 #[test]
 fn hostile_plugins_are_contained_while_200_echo_sessions_complete() {
     let modes = ["spin", "alloc", "stack", "panic", "flood", "noread"];
-    let mut config =
-        String::from("[limits]\nmax-connections = 400\nmax-connections-per-ip = 400\n");
+    let mut config = String::from(
+        "[limits]\nmax-connections = 400\nmax-connections-per-ip = 400\n",
+    );
     config.push_str(&echo_listener("echo", ""));
     for mode in modes {
         config.push_str(&hostile_listener(mode));
@@ -195,7 +201,8 @@ fn hostile_plugins_are_contained_while_200_echo_sessions_complete() {
     // left the socket writable) and a trapped-session log line.
     for (mode, mut client) in hostile {
         if *mode != "flood" {
-            let rest = String::from_utf8_lossy(&client.read_to_end()).into_owned();
+            let rest =
+                String::from_utf8_lossy(&client.read_to_end()).into_owned();
             assert!(
                 rest.ends_with("ERR internal error\r\n"),
                 "{mode}: expected the error reply, got {rest:?}"
@@ -260,7 +267,8 @@ fn shutdown_drains_the_running_session_refuses_new_ones_and_exits_0() {
 
 #[test]
 fn shutdown_drops_sessions_left_after_the_grace_period() {
-    let config = format!("shutdown-grace = 1\n{}", hostile_listener_with("flood", 60));
+    let config =
+        format!("shutdown-grace = 1\n{}", hostile_listener_with("flood", 60));
     let mut host = Host::start(&config);
 
     // `flood` writes to a client that reads nothing: it sits in a write
@@ -397,7 +405,10 @@ fn plugin_records_go_under_the_listener_target_rate_limited() {
     client.send_line("STARTTLS");
     client.expect("OK begin TLS");
     client.expect("ERR TLS not available");
-    assert!(host.wait_for_log("plugin::plain: start-tls failed", Duration::from_secs(5)));
+    assert!(host.wait_for_log(
+        "plugin::plain: start-tls failed",
+        Duration::from_secs(5)
+    ));
 
     // 10,000 log records and 10,000 stdout lines in a burst: the default
     // limit (50 a second) lets a burst of about 50 through and counts the
@@ -408,7 +419,10 @@ fn plugin_records_go_under_the_listener_target_rate_limited() {
     assert!(host.wait_for_log("session ended", Duration::from_secs(10)));
     thread::sleep(Duration::from_millis(1100));
     let log = host.log();
-    let kept = log.lines().filter(|l| l.contains("plugin::chatty: ")).count();
+    let kept = log
+        .lines()
+        .filter(|l| l.contains("plugin::chatty: "))
+        .count();
     assert!(kept >= 10, "too few records kept: {kept}");
     assert!(kept <= 200, "rate limit let {kept} records through");
     assert!(log.contains("stdout line 0"), "stdout not logged");

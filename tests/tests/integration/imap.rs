@@ -73,7 +73,8 @@ fn start_with(top: &str, extra: &str, settings: &str) -> Host {
         );
     }
     let input = format!("{PASSWORD}\n");
-    let out = mailhost(&["user", "add", "--config", path, ALICE], input.as_bytes());
+    let out =
+        mailhost(&["user", "add", "--config", path, ALICE], input.as_bytes());
     assert!(
         out.status.success(),
         "user add: {}",
@@ -100,15 +101,18 @@ fn maildir(host: &Host) -> PathBuf {
 /// Deliver `message` into alice's INBOX the way an MDA does: write to
 /// `tmp/`, rename into `new/`.
 fn deliver(host: &Host, message: &[u8]) {
-    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    static COUNTER: std::sync::atomic::AtomicU32 =
+        std::sync::atomic::AtomicU32::new(0);
     let dir = maildir(host);
     for sub in ["tmp", "new", "cur"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let name = format!("{}.M{n}P{}.imaptest", 1_700_000_000 + n, std::process::id());
+    let name =
+        format!("{}.M{n}P{}.imaptest", 1_700_000_000 + n, std::process::id());
     std::fs::write(dir.join("tmp").join(&name), message).unwrap();
-    std::fs::rename(dir.join("tmp").join(&name), dir.join("new").join(&name)).unwrap();
+    std::fs::rename(dir.join("tmp").join(&name), dir.join("new").join(&name))
+        .unwrap();
 }
 
 fn message(subject: &str, body: &str) -> Vec<u8> {
@@ -470,7 +474,9 @@ fn rfc3501_sample_session_transcript() {
 
     let r = ok(&c.cmd("a002 select inbox")).to_vec();
     assert!(r.contains(&"* 3 EXISTS".to_owned()), "{r:?}");
-    assert!(r.contains(&"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)".to_owned()));
+    assert!(r.contains(
+        &"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)".to_owned()
+    ));
     assert!(r.contains(&"* 3 RECENT".to_owned()), "{r:?}");
     assert!(has(&r, "* OK [UNSEEN 1]") && has(&r, "* OK [UIDVALIDITY "));
     assert!(r.last().unwrap().starts_with("a002 OK [READ-WRITE]"));
@@ -525,7 +531,9 @@ fn pipelined_commands_and_literals() {
     // A synchronising literal gets its continuation; LITERAL+ needs none.
     c.send(format!("p1 LOGIN {{{}}}\r\n", ALICE.len()).as_bytes());
     assert!(c.line().starts_with("+ "));
-    c.send(format!("{ALICE} {{{}+}}\r\n{PASSWORD}\r\n", PASSWORD.len()).as_bytes());
+    c.send(
+        format!("{ALICE} {{{}+}}\r\n{PASSWORD}\r\n", PASSWORD.len()).as_bytes(),
+    );
     assert!(c.until("p1").last().unwrap().starts_with("p1 OK"));
 
     // Ten commands in one write come back in order.
@@ -652,7 +660,8 @@ fn idle_wakes_within_a_second_of_delivery() {
 
     c.send(b"DONE\r\n");
     assert_eq!(c.line(), "i1 OK IDLE terminated");
-    let r = ok(&c.cmd("f1 FETCH 1:2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")).to_vec();
+    let r = ok(&c.cmd("f1 FETCH 1:2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])"))
+        .to_vec();
     assert!(
         r[0].contains("Subject: wake") && r[1].contains("Subject: dropped"),
         "{r:?}"
@@ -769,7 +778,8 @@ fn big_message_is_streamed_whole() {
     );
     assert!(r[0].starts_with(&expected_header), "{}", &r[0][..80]);
     assert_eq!(
-        &r[0].as_bytes()[expected_header.len()..expected_header.len() + data.len()],
+        &r[0].as_bytes()
+            [expected_header.len()..expected_header.len() + data.len()],
         &data[..]
     );
     let r = ok(&c.cmd("f2 FETCH 1 (BODY.PEEK[]<1000000.10>)")).to_vec();
@@ -823,10 +833,20 @@ fn curl_lists_fetches_searches_and_appends() {
     let base = format!("imap://127.0.0.1:{port}");
     let user = format!("{ALICE}:{PASSWORD}");
 
-    let list = run(Command::new("curl").args(["-sS", "-u", &user, &format!("{base}/")]));
+    let list = run(Command::new("curl").args([
+        "-sS",
+        "-u",
+        &user,
+        &format!("{base}/"),
+    ]));
     assert!(list.contains("INBOX") && list.contains("Sent"), "{list}");
 
-    let body = run(Command::new("curl").args(["-sS", "-u", &user, &format!("{base}/INBOX;UID=1")]));
+    let body = run(Command::new("curl").args([
+        "-sS",
+        "-u",
+        &user,
+        &format!("{base}/INBOX;UID=1"),
+    ]));
     assert!(
         body.contains("Subject: curly") && body.contains("fetched by curl"),
         "{body}"
@@ -959,10 +979,11 @@ fn offlineimap_syncs_a_mailbox() {
 /// The hand-checked BODYSTRUCTURE and ENVELOPE of every corpus message,
 /// as (file name, BODYSTRUCTURE, ENVELOPE).
 fn corpus_fixture() -> Vec<(String, String, String)> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/imap/tests/corpus-structure.txt");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/imap/tests/corpus-structure.txt");
     let text = std::fs::read_to_string(path).unwrap();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let lines: Vec<&str> =
+        text.lines().filter(|l| !l.starts_with('#')).collect();
     lines
         .chunks(3)
         .map(|c| (c[0].to_owned(), c[1].to_owned(), c[2].to_owned()))
@@ -982,13 +1003,17 @@ fn bodystructure_and_envelope_of_every_corpus_message() {
     ok(&c.cmd("s1 EXAMINE INBOX"));
     for (n, (name, structure, envelope)) in fixture.iter().enumerate() {
         let n = n + 1;
-        let r = ok(&c.cmd(&format!("f{n} FETCH {n} (BODYSTRUCTURE ENVELOPE)"))).to_vec();
+        let r = ok(&c.cmd(&format!("f{n} FETCH {n} (BODYSTRUCTURE ENVELOPE)")))
+            .to_vec();
         let got = r[0].replace('\r', "\\r").replace('\n', "\\n");
-        let want = format!("* {n} FETCH (BODYSTRUCTURE {structure} ENVELOPE {envelope})");
+        let want = format!(
+            "* {n} FETCH (BODYSTRUCTURE {structure} ENVELOPE {envelope})"
+        );
         assert_eq!(got, want, "{name}");
     }
     // BODY[section] of a nested message, and its MIME header.
-    let seven = fixture.iter().position(|f| f.0.starts_with("007")).unwrap() + 1;
+    let seven =
+        fixture.iter().position(|f| f.0.starts_with("007")).unwrap() + 1;
     let r = ok(&c.cmd(&format!(
         "g1 FETCH {seven} (BODY.PEEK[2.1] BODY.PEEK[2.HEADER.FIELDS (SUBJECT)] BODY.PEEK[2.MIME])"
     )))
@@ -1109,7 +1134,8 @@ fn binary_fetch_undoes_transfer_encodings() {
     assert_eq!(r[0], "* 2 FETCH (BINARY.SIZE[1] 2255000)");
 
     // Base64 text with a partial range.
-    let r = ok(&c.cmd("b3 FETCH 3 (BINARY.PEEK[1]<0.26> BINARY.SIZE[1])")).to_vec();
+    let r =
+        ok(&c.cmd("b3 FETCH 3 (BINARY.PEEK[1]<0.26> BINARY.SIZE[1])")).to_vec();
     assert_eq!(
         r[0],
         "* 3 FETCH (BINARY[1]<0> {26}\r\nbase64 encoded text body\r\n BINARY.SIZE[1] 104)"
@@ -1160,7 +1186,8 @@ fn sasl_ir_enable_id_status_and_special_use_transcript() {
     assert!(!has(&r, "INBOX"));
 
     append(&mut c, "INBOX", &message("s", "twelve bytes"));
-    let r = ok(&c.cmd("b3 STATUS INBOX (MESSAGES SIZE UIDNEXT UNSEEN)")).to_vec();
+    let r =
+        ok(&c.cmd("b3 STATUS INBOX (MESSAGES SIZE UIDNEXT UNSEEN)")).to_vec();
     let size = message("s", "twelve bytes").len();
     assert_eq!(
         r[0],
@@ -1219,7 +1246,8 @@ fn attack_bad_command_flood_is_cut_off() {
 /// Base64 for SASL, written out so the test does not lean on the code
 /// under test.
 fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
         let b = [
@@ -1263,6 +1291,8 @@ fn search_body_sees_through_transfer_encodings() {
     c.send(b"\r\n");
     let r = ok(&c.until("f2")).to_vec();
     assert_eq!(r[0], "* SEARCH 1");
-    let r = ok(&c.cmd("f3 SEARCH TEXT \"corpus-000@\" NOT BODY \"corpus-000\"")).to_vec();
+    let r =
+        ok(&c.cmd("f3 SEARCH TEXT \"corpus-000@\" NOT BODY \"corpus-000\""))
+            .to_vec();
     assert_eq!(r[0], "* SEARCH 3");
 }

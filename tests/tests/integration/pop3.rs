@@ -309,7 +309,10 @@ impl Raw {
         let mut body = Vec::new();
         loop {
             let line = self.raw_line();
-            assert!(!line.is_empty(), "connection closed in a multi-line reply");
+            assert!(
+                !line.is_empty(),
+                "connection closed in a multi-line reply"
+            );
             if line == b".\r\n" {
                 return body;
             }
@@ -397,7 +400,9 @@ fn rfc1939_example_session_transcript() {
     let sizes: Vec<usize> = [&one, &two]
         .iter()
         .zip(["1 ", "2 "])
-        .map(|(line, prefix)| line.strip_prefix(prefix).unwrap().parse().unwrap())
+        .map(|(line, prefix)| {
+            line.strip_prefix(prefix).unwrap().parse().unwrap()
+        })
         .collect();
     let mut want = vec![first.len(), second.len()];
     let mut got = sizes.clone();
@@ -521,7 +526,8 @@ fn poplib_user_pass_downloads_the_corpus_byte_identical() {
         .split(", ")
         .map(|size| size.parse().unwrap())
         .collect();
-    let mut want_sizes: Vec<usize> = messages.iter().map(|m| crlf(m).len()).collect();
+    let mut want_sizes: Vec<usize> =
+        messages.iter().map(|m| crlf(m).len()).collect();
     let mut got_sizes = sizes.clone();
     want_sizes.sort();
     got_sizes.sort();
@@ -704,7 +710,8 @@ fn curl_lists_retrieves_and_uidls_with_sasl_plain() {
     let fetched = curl(&["-u", &credentials, &format!("pop3://{addr}/1")]);
     assert_eq!(fetched, message, "leading dots unstuffed, bytes intact");
 
-    let uidl = curl(&["-u", &credentials, "-X", "UIDL", &format!("pop3://{addr}/")]);
+    let uidl =
+        curl(&["-u", &credentials, "-X", "UIDL", &format!("pop3://{addr}/")]);
     assert!(String::from_utf8_lossy(&uidl).starts_with("1 "));
 }
 
@@ -1040,7 +1047,8 @@ fn attack_message_numbers_out_of_range_are_refused() {
 #[test]
 fn attack_bare_lf_dot_lines_are_stuffed_not_terminating() {
     let smuggler = read_corpus("027-smtp-smuggling-lookalike.eml");
-    let crafted: &[u8] = b"From: a@example.org\nSubject: dots\n\n.\nQUIT\n..\n.x\n.";
+    let crafted: &[u8] =
+        b"From: a@example.org\nSubject: dots\n\n.\nQUIT\n..\n.x\n.";
     let host = host_with(&[&smuggler]);
     let mut raw = Raw::login(host.addr("pop3"), ALICE);
     const NEEDLE: &[u8] = b"first line\r\n..\r\nMAIL FROM";
@@ -1324,7 +1332,8 @@ fn attack_stls_injected_commands_are_discarded() {
 
 /// Standard base64 with padding, for hand-made SASL responses.
 fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
     let mut out = String::new();
     for chunk in data.chunks(3) {

@@ -132,8 +132,16 @@ fn plugin_swapped_20_times_under_200_sessions_fails_none() {
         .into_iter()
         .flat_map(|client| client.join().unwrap())
         .collect();
-    assert!(failures.is_empty(), "{} sessions failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
-    assert!(completed.load(Ordering::SeqCst) >= 200, "too little load ran");
+    assert!(
+        failures.is_empty(),
+        "{} sessions failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        completed.load(Ordering::SeqCst) >= 200,
+        "too little load ran"
+    );
 
     // The target is 1 s from file change to a new session on the new
     // build; the bound here leaves room for a loaded CI machine, where
@@ -141,7 +149,10 @@ fn plugin_swapped_20_times_under_200_sessions_fails_none() {
     delays.sort();
     let median = delays[delays.len() / 2];
     eprintln!("swap delays: {delays:?}");
-    assert!(median <= Duration::from_secs(2), "median swap delay {median:?}: {delays:?}");
+    assert!(
+        median <= Duration::from_secs(2),
+        "median swap delay {median:?}: {delays:?}"
+    );
     assert!(
         *delays.last().unwrap() <= Duration::from_secs(5),
         "slowest swap: {delays:?}"
@@ -159,13 +170,22 @@ fn corrupt_file_and_wrong_world_are_refused_while_the_old_plugin_serves() {
 
     // Garbage over the file.
     std::fs::write(&live, b"\0asm this is not a component").unwrap();
-    assert!(host.wait_for_log("plugin reload refused", Duration::from_secs(10)));
-    assert!(host.log().contains("is not a valid component"), "{}", host.log());
+    assert!(
+        host.wait_for_log("plugin reload refused", Duration::from_secs(10))
+    );
+    assert!(
+        host.log().contains("is not a valid component"),
+        "{}",
+        host.log()
+    );
     assert_eq!(versioned_session(addr).unwrap(), "build-0000000007");
 
     // A mailbox-role plugin on this session-role listener.
     std::fs::copy(plugin("imap"), &live).unwrap();
-    assert!(host.wait_for_log("which role `session` does not grant", Duration::from_secs(10)));
+    assert!(host.wait_for_log(
+        "which role `session` does not grant",
+        Duration::from_secs(10)
+    ));
     assert_eq!(versioned_session(addr).unwrap(), "build-0000000007");
 
     // A good file again is taken.
@@ -185,11 +205,21 @@ fn mailhost_reload_signals_the_running_host() {
     let host = swap_host(&live, dir);
 
     let config = host.dir().join("mailhost.toml");
-    let output = mailhost(&["reload", "--config", config.to_str().unwrap()], b"");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(host.wait_for_log("SIGHUP: reloading plugins", Duration::from_secs(5)));
+    let output =
+        mailhost(&["reload", "--config", config.to_str().unwrap()], b"");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        host.wait_for_log("SIGHUP: reloading plugins", Duration::from_secs(5))
+    );
     assert!(host.wait_for_log("plugin swapped in", Duration::from_secs(10)));
-    assert_eq!(versioned_session(host.addr("echo")).unwrap(), "build-0000000001");
+    assert_eq!(
+        versioned_session(host.addr("echo")).unwrap(),
+        "build-0000000001"
+    );
 }
 
 #[test]
@@ -203,6 +233,13 @@ fn restart_with_unchanged_plugins_takes_them_from_the_cache() {
     assert_eq!(entries, 1, "one compiled plugin cached");
 
     let host = host.restart();
-    assert!(host.log().contains("compiled plugin taken from the cache"), "{}", host.log());
-    assert_eq!(versioned_session(host.addr("echo")).unwrap(), "build-0000000003");
+    assert!(
+        host.log().contains("compiled plugin taken from the cache"),
+        "{}",
+        host.log()
+    );
+    assert_eq!(
+        versioned_session(host.addr("echo")).unwrap(),
+        "build-0000000003"
+    );
 }

@@ -228,7 +228,8 @@ fn assert_intact(stored: &[u8], original: &[u8], what: &str) -> String {
             .count();
         let window = |data: &[u8]| {
             let end = data.len().min(at + 60);
-            String::from_utf8_lossy(&data[at.saturating_sub(20)..end]).into_owned()
+            String::from_utf8_lossy(&data[at.saturating_sub(20)..end])
+                .into_owned()
         };
         panic!(
             "{what}: stored message differs at byte {at} ({} stored, {} \
@@ -279,7 +280,13 @@ with smtplib.SMTP(host, int(port), local_hostname="client.example") as s:
         print("sent", path, refused)
 "#;
 
-fn run_smtplib(host: &Host, auth: &str, sender: &str, rcpt: &str, files: &[PathBuf]) {
+fn run_smtplib(
+    host: &Host,
+    auth: &str,
+    sender: &str,
+    rcpt: &str,
+    files: &[PathBuf],
+) {
     let addr = host.addr("smtp");
     let mut args = vec![
         addr.ip().to_string(),
@@ -394,7 +401,8 @@ except smtplib.SMTPSenderRefused as e:
 s.quit()
 "#;
     let addr = host.addr("smtp");
-    let output = python(script, &[&addr.ip().to_string(), &addr.port().to_string()]);
+    let output =
+        python(script, &[&addr.ip().to_string(), &addr.port().to_string()]);
     assert!(
         output.status.success(),
         "{}",
@@ -520,7 +528,8 @@ tls.sendall(b"QUIT\r\n")
 assert tf.readline().startswith(b"221 ")
 "#;
     let addr = host.addr("smtp");
-    let output = python(script, &[&addr.ip().to_string(), &addr.port().to_string()]);
+    let output =
+        python(script, &[&addr.ip().to_string(), &addr.port().to_string()]);
     assert!(
         output.status.success(),
         "{}\nhost log:\n{}",
@@ -590,7 +599,11 @@ fn swaks_pipelining_delivers_intact() {
     for user in ["bob", "carol"] {
         let stored = inbox(&host, user);
         assert_eq!(stored.len(), 1, "{user}");
-        assert_intact(&stored[0], &crlf_appended_form(&file), "swaks pipelining");
+        assert_intact(
+            &stored[0],
+            &crlf_appended_form(&file),
+            "swaks pipelining",
+        );
     }
 }
 
@@ -624,7 +637,8 @@ fn swaks_auth_plain_and_login() {
     let stored = inbox(&host, "bob");
     assert_eq!(stored.len(), 2);
     for message in &stored {
-        let received = assert_intact(message, &crlf_appended_form(&file), "swaks auth");
+        let received =
+            assert_intact(message, &crlf_appended_form(&file), "swaks auth");
         assert!(received.contains("authenticated as alice@example.org"));
     }
 }
@@ -660,7 +674,8 @@ fn swaks_lmtp_delivers_per_recipient() {
     for user in ["bob", "carol"] {
         let stored = inbox(&host, user);
         assert_eq!(stored.len(), 1, "{user}");
-        let received = assert_intact(&stored[0], &crlf_appended_form(&file), "swaks lmtp");
+        let received =
+            assert_intact(&stored[0], &crlf_appended_form(&file), "swaks lmtp");
         assert!(received.contains("with LMTP"), "{received}");
     }
 }
@@ -846,10 +861,11 @@ fn unescape(text: &str) -> Vec<u8> {
             Some(b't') => out.push(b'\t'),
             Some(b'\\') => out.push(b'\\'),
             Some(b'x') => {
-                let hex: String = [bytes.next().unwrap(), bytes.next().unwrap()]
-                    .iter()
-                    .map(|&b| b as char)
-                    .collect();
+                let hex: String =
+                    [bytes.next().unwrap(), bytes.next().unwrap()]
+                        .iter()
+                        .map(|&b| b as char)
+                        .collect();
                 out.push(u8::from_str_radix(&hex, 16).unwrap());
             }
             other => panic!("bad escape \\{other:?} in {text:?}"),
@@ -862,8 +878,8 @@ fn unescape(text: &str) -> Vec<u8> {
 /// its `@` lines; see the README there for the format.
 fn replay(name: &str) {
     let path = transcript_dir().join(format!("{name}.txt"));
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
 
     let mut setup = Setup::default();
     let mut expectations = Vec::new();
@@ -874,7 +890,8 @@ fn replay(name: &str) {
             setup.listener.push(rest.to_owned());
         } else if let Some(rest) = line.strip_prefix("@expect ") {
             let (user, count) = rest.split_once(' ').unwrap();
-            expectations.push((user.to_owned(), count.parse::<usize>().unwrap()));
+            expectations
+                .push((user.to_owned(), count.parse::<usize>().unwrap()));
         }
     }
     let host = setup.start();
@@ -884,7 +901,9 @@ fn replay(name: &str) {
     for (number, line) in text.lines().enumerate() {
         let at = format!("{name}.txt:{}", number + 1);
         if let Some(command) = line.strip_prefix("C:") {
-            pending.extend_from_slice(command.strip_prefix(' ').unwrap_or("").as_bytes());
+            pending.extend_from_slice(
+                command.strip_prefix(' ').unwrap_or("").as_bytes(),
+            );
             pending.extend_from_slice(b"\r\n");
         } else if let Some(raw) = line.strip_prefix("R: ") {
             pending.extend(unescape(raw));
@@ -908,7 +927,10 @@ fn replay(name: &str) {
                 }
             };
             if prefix == "<closed>" {
-                assert!(reply.is_empty(), "{at}: expected close, got {reply:?}");
+                assert!(
+                    reply.is_empty(),
+                    "{at}: expected close, got {reply:?}"
+                );
                 continue;
             }
             assert!(
@@ -916,7 +938,10 @@ fn replay(name: &str) {
                 "{at}: expected {prefix:?}, got {reply:?}; host log:\n{}",
                 host.log()
             );
-        } else if !(line.is_empty() || line.starts_with('#') || line.starts_with('@')) {
+        } else if !(line.is_empty()
+            || line.starts_with('#')
+            || line.starts_with('@'))
+        {
             panic!("{at}: unknown line {line:?}");
         }
     }

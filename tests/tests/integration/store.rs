@@ -58,7 +58,11 @@ fn add_user(config: &Path, user: &str, password: &str) {
         &["user", "add", "--config", config.to_str().unwrap(), user],
         format!("{password}\n").as_bytes(),
     );
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
 }
 
 /// The payload of crash-test message `seq`, as sent (CRLF, no dot lines).
@@ -68,7 +72,10 @@ fn crash_payload(seq: usize) -> Vec<u8> {
          Subject: crash test {seq}\r\nX-Seq: {seq}\r\n\r\n"
     );
     for line in 0..BODY_LINES {
-        text.push_str(&format!("{seq:06} line {line:03} {}\r\n", "x".repeat(60)));
+        text.push_str(&format!(
+            "{seq:06} line {line:03} {}\r\n",
+            "x".repeat(60)
+        ));
     }
     text.push_str(&format!("END-OF-MESSAGE {seq}\r\n"));
     text.into_bytes()
@@ -83,7 +90,9 @@ impl Sender {
     fn connect(addr: SocketAddr) -> std::io::Result<Sender> {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut sender = Sender { reader: BufReader::new(stream) };
+        let mut sender = Sender {
+            reader: BufReader::new(stream),
+        };
         sender.reply("220")?;
         sender.command("EHLO load.example.net\r\n", "250")?;
         Ok(sender)
@@ -97,7 +106,9 @@ impl Sender {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
             if line.len() < 4 || !line.starts_with(code) {
-                return Err(std::io::Error::other(format!("unexpected {line:?}")));
+                return Err(std::io::Error::other(format!(
+                    "unexpected {line:?}"
+                )));
             }
             if line.as_bytes()[3] == b' ' {
                 return Ok(());
@@ -127,7 +138,9 @@ fn inbox_files(data: &Path) -> Vec<Vec<u8>> {
     let maildir = data.join("example.org/alice/Maildir");
     let mut files = Vec::new();
     for sub in ["new", "cur"] {
-        let Ok(entries) = std::fs::read_dir(maildir.join(sub)) else { continue };
+        let Ok(entries) = std::fs::read_dir(maildir.join(sub)) else {
+            continue;
+        };
         for entry in entries {
             files.push(std::fs::read(entry.unwrap().path()).unwrap());
         }
@@ -139,7 +152,9 @@ fn inbox_files(data: &Path) -> Vec<Vec<u8>> {
 /// the stored file is our trace headers followed by exactly the payload.
 fn verify_stored(stored: &[u8]) -> Result<usize, String> {
     let text = String::from_utf8_lossy(stored);
-    let at = text.find("From: load@example.net\r\n").ok_or("no payload")?;
+    let at = text
+        .find("From: load@example.net\r\n")
+        .ok_or("no payload")?;
     let seq: usize = text
         .lines()
         .find_map(|line| line.strip_prefix("X-Seq: "))
@@ -170,7 +185,8 @@ fn sigkill_during_2000_deliveries_loses_no_acknowledged_message() {
     let kills = Arc::new(Mutex::new(0usize));
     let partials = Arc::new(Mutex::new(Vec::<String>::new()));
     let killer = {
-        let (done, kills, partials) = (done.clone(), kills.clone(), partials.clone());
+        let (done, kills, partials) =
+            (done.clone(), kills.clone(), partials.clone());
         let data = data.clone();
         thread::spawn(move || {
             let mut host = Host::start_in(dir, &config);
@@ -227,7 +243,10 @@ fn sigkill_during_2000_deliveries_loses_no_acknowledged_message() {
     let kills = *kills.lock().unwrap();
     assert!(kills >= 3, "the host was killed only {kills} times");
     let partials = partials.lock().unwrap();
-    assert!(partials.is_empty(), "partial messages were visible: {partials:?}");
+    assert!(
+        partials.is_empty(),
+        "partial messages were visible: {partials:?}"
+    );
 
     let mut stored = BTreeSet::new();
     for file in inbox_files(&data) {
@@ -251,7 +270,8 @@ fn bad_account_line_names_the_file_and_line_and_rewrites_nothing() {
     text.push_str("bob@example.org:{NOPE}abc\n");
     std::fs::write(&users, &text).unwrap();
 
-    let output = mailhost(&["check", "--config", config_path.to_str().unwrap()], b"");
+    let output =
+        mailhost(&["check", "--config", config_path.to_str().unwrap()], b"");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains(&users.display().to_string()), "{stderr}");
@@ -289,8 +309,11 @@ mode = "{mode}"
     // Bob has mail that Alice's session must never reach.
     let bob_new = dir.path().join("data/example.org/bob/Maildir/new");
     std::fs::create_dir_all(&bob_new).unwrap();
-    std::fs::write(bob_new.join("1.secret.host"), b"Subject: bob only\r\n\r\nx\r\n")
-        .unwrap();
+    std::fs::write(
+        bob_new.join("1.secret.host"),
+        b"Subject: bob only\r\n\r\nx\r\n",
+    )
+    .unwrap();
     Host::start_in(dir, &config)
 }
 
@@ -304,13 +327,20 @@ fn plugin_logged_in_as_one_account_cannot_reach_another() {
     client.expect("OK hostile snoop");
     let report = String::from_utf8_lossy(&client.read_to_end()).into_owned();
     assert!(report.contains("login alice ok"), "{report}");
-    let attempts: Vec<&str> = report.lines().filter(|l| l.starts_with("open ")).collect();
+    let attempts: Vec<&str> =
+        report.lines().filter(|l| l.starts_with("open ")).collect();
     assert!(attempts.len() >= 4, "{report}");
     for attempt in attempts {
-        assert!(!attempt.ends_with(" ok"), "reached another account: {attempt}");
+        assert!(
+            !attempt.ends_with(" ok"),
+            "reached another account: {attempt}"
+        );
     }
     assert!(!report.contains("bob only"), "{report}");
-    assert!(report.contains("login bob-with-alice-password refused"), "{report}");
+    assert!(
+        report.contains("login bob-with-alice-password refused"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -340,7 +370,9 @@ plugin = "{plugin}"
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("imports `mailhost:plugin/mailbox@0.1.0`, which role `submission`"),
+        stderr.contains(
+            "imports `mailhost:plugin/mailbox@0.1.0`, which role `submission`"
+        ),
         "{stderr}"
     );
 }

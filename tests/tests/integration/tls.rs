@@ -145,11 +145,15 @@ fn s_client(port: u16, flags: &[&str], input: &[u8]) -> (String, bool) {
     child.stdin.take().unwrap().write_all(input).unwrap();
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let handshake = stdout.contains("Cipher is") && !stdout.contains("Cipher is (NONE)");
+    let handshake =
+        stdout.contains("Cipher is") && !stdout.contains("Cipher is (NONE)");
     (stdout, handshake)
 }
 
-fn generate_cert(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+fn generate_cert(
+    dir: &Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let cert = dir.join(format!("{name}.crt"));
     let key = dir.join(format!("{name}.key"));
     let status = Command::new("openssl")
@@ -186,7 +190,8 @@ fn implicit_tls_with_python_ssl_and_openssl_s_client() {
     assert_eq!(fingerprint, served);
 
     let port = host.addr("implicit").port();
-    let (out, handshake) = s_client(port, &["-quiet"], b"hello over tls\r\nQUIT\r\n");
+    let (out, handshake) =
+        s_client(port, &["-quiet"], b"hello over tls\r\nQUIT\r\n");
     assert!(out.contains("OK echo ready"), "{out}");
     assert!(out.contains("ECHO hello over tls"), "{out}");
     assert!(out.contains("BYE"), "{out}");
@@ -203,7 +208,8 @@ fn tls_1_2_and_1_3_only() {
     assert!(out.contains("TLSv1.2"), "{out}");
     let (out, ok) = s_client(port, &["-tls1_3"], b"QUIT\r\n");
     assert!(ok, "TLS 1.3 refused: {out}");
-    let (out, ok) = s_client(port, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"], b"");
+    let (out, ok) =
+        s_client(port, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"], b"");
     assert!(!ok, "TLS 1.1 accepted: {out}");
 }
 
@@ -302,7 +308,9 @@ fn plaintext_and_stalled_handshakes_on_implicit_tls_are_dropped() {
     let (info, _) = run_python_echo(&host, "implicit");
     assert!(info.starts_with("OK listener=implicit"), "{info}");
 
-    for (what, stream) in [("plaintext", &mut plaintext), ("stalled", &mut stalled)] {
+    for (what, stream) in
+        [("plaintext", &mut plaintext), ("stalled", &mut stalled)]
+    {
         let mut buf = [0u8; 1024];
         let mut got = Vec::new();
         loop {
@@ -343,14 +351,17 @@ fn sni_chooses_among_certificates() {
     let host = tls_host_with_sni(&top);
     let port = host.addr("implicit").port();
 
-    let (out, ok) = s_client(port, &["-servername", "mail.example.org"], b"QUIT\r\n");
+    let (out, ok) =
+        s_client(port, &["-servername", "mail.example.org"], b"QUIT\r\n");
     assert!(ok, "{out}");
     assert!(
-        out.contains("CN=mail.example.org") || out.contains("CN = mail.example.org"),
+        out.contains("CN=mail.example.org")
+            || out.contains("CN = mail.example.org"),
         "{out}"
     );
 
-    let (out, ok) = s_client(port, &["-servername", "other.example.org"], b"QUIT\r\n");
+    let (out, ok) =
+        s_client(port, &["-servername", "other.example.org"], b"QUIT\r\n");
     assert!(ok, "{out}");
     assert!(!out.contains("mail.example.org"), "{out}");
 }
@@ -400,7 +411,9 @@ fn sighup_reloads_certificates_without_dropping_sessions() {
     assert_ne!(before, after);
 
     host.signal(libc::SIGHUP);
-    assert!(host.wait_for_log("certificates reloaded", Duration::from_secs(10)));
+    assert!(
+        host.wait_for_log("certificates reloaded", Duration::from_secs(10))
+    );
 
     let (_, fingerprint) = run_python_echo(&host, "implicit");
     assert_eq!(
@@ -441,7 +454,8 @@ key = "{}"
     ] {
         let path = dir.path().join("mailhost.toml");
         std::fs::write(&path, config).unwrap();
-        let output = mailhost(&["check", "--config", path.to_str().unwrap()], b"");
+        let output =
+            mailhost(&["check", "--config", path.to_str().unwrap()], b"");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success());
         assert!(stderr.contains(&needle), "{needle:?} not in {stderr}");
