@@ -37,10 +37,13 @@ check config="examples/mailhost.toml": build
 # What CI runs: formatting, lints with warnings denied, then the tests.
 ci: fmt-check clippy test
 
-# Benchmarks: session rate, instantiation, memory, delivery.
+# Benchmarks: session rate, instantiation, memory, store, protocols.
 bench: build
     cargo build --release -p mailhost
     ./bench/run.sh
+    cargo run --release -p mailhost-store --example store_bench
+    python3 bench/protocols.py --bin target/release/mailhost \
+        --plugins {{plugin_dir}}
 
 [private]
 fmt-check:
