@@ -51,7 +51,8 @@ fmt-check:
 
 [private]
 clippy:
-    cargo clippy -p mailhost -p mailhost-tests --all-targets -- -D warnings
+    cargo clippy -p mailhost -p mailhost-store -p mailhost-tests \
+        -p mailhost-bench --all-targets -- -D warnings
     cargo clippy --target {{wasm_target}} -p mailhost-sdk -p mailhost-echo \
         -p mailhost-hostile -p mailhost-snoop -p mailhost-smtp -p mailhost-pop3 \
         -p mailhost-imap -- -D warnings
