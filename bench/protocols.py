@@ -365,7 +365,7 @@ def imap_login(addr, user):
     return wire
 
 
-# --- filling Maildirs ---------------------------------------------------------
+# --- filling Maildirs -----------------------------------------------------
 
 
 def message(size, number, subject):
@@ -746,7 +746,38 @@ def bench_idle(host, cfg, results):
     results["idle"] = (count, median(per_connection))
 
 
-# --- the run ----------------------------------------------------------------
+def print_summary(results, seconds):
+    log("")
+    log(f"bench: summary (medians of {ROUNDS} rounds; first opens are "
+        f"one measurement), {fmt(seconds)}s in all")
+    row = "  {:<52} {:>12}"
+    smtp_m, raw_m, ratio = results["smtp"]
+    log(row.format("SMTP msg/s, 10 KB, 16 sessions", fmt(smtp_m)))
+    log(row.format("raw durable writes/s, 10 KB, 1 writer", fmt(raw_m)))
+    log(row.format("SMTP / raw", fmt(ratio, 2)))
+    pop = results["pop3"]
+    n = pop["count"]
+    log(row.format(f"POP3 first login after fill, {n} msgs (ms)",
+                   fmt(pop["first_open"])))
+    log(row.format(f"POP3 USER+PASS, {n} msgs (ms)", fmt(pop["login"], 2)))
+    log(row.format("POP3 STAT, first after login (ms)",
+                   fmt(pop["stat_first"], 2)))
+    log(row.format("POP3 STAT, repeated (ms)", fmt(pop["stat"], 2)))
+    log(row.format("POP3 LIST, first after login (ms)",
+                   fmt(pop["list_first"], 2)))
+    log(row.format("POP3 LIST, repeated (ms)", fmt(pop["list"], 2)))
+    log(row.format("POP3 RETR MB/s, 10 KB messages", fmt(pop["retr"])))
+    for count, f_sel, f_fetch, sel, fetch in results["imap"]:
+        log(row.format(f"IMAP SELECT {count}, first open (ms)", fmt(f_sel)))
+        log(row.format(f"IMAP FETCH 1:* {count}, first open (ms)",
+                       fmt(f_fetch)))
+        log(row.format(f"IMAP SELECT {count}, warm (ms)", fmt(sel, 2)))
+        log(row.format(f"IMAP FETCH 1:* {count}, warm (ms)", fmt(fetch)))
+    count, kib = results["idle"]
+    log(row.format(f"KiB per IDLE connection ({count} held)", fmt(kib)))
+
+
+# --- the run ---------------------------------------------------------------
 
 
 def main():
@@ -804,6 +835,8 @@ def main():
         bench_pop3(host, cfg, results)
         bench_imap(host, cfg, results)
         bench_idle(host, cfg, results)
+        host.stop()
+        print_summary(results, time.monotonic() - started)
     except BaseException:
         if host.proc:
             print(f"protocols: the host's log ends:\n{host.tail()}",
@@ -811,36 +844,9 @@ def main():
         raise
     finally:
         host.stop()
+        # Deleting 100,000+ files takes a while on a disk that discards.
+        log(f"bench: removing `{work}`")
         shutil.rmtree(work, ignore_errors=True)
-
-    log("")
-    log(f"bench: summary (medians of {ROUNDS} rounds; first opens are "
-        f"one measurement), {fmt(time.monotonic() - started)}s in all")
-    row = "  {:<52} {:>12}"
-    smtp_m, raw_m, ratio = results["smtp"]
-    log(row.format("SMTP msg/s, 10 KB, 16 sessions", fmt(smtp_m)))
-    log(row.format("raw durable writes/s, 10 KB, 1 writer", fmt(raw_m)))
-    log(row.format("SMTP / raw", fmt(ratio, 2)))
-    pop = results["pop3"]
-    n = pop["count"]
-    log(row.format(f"POP3 first login after fill, {n} msgs (ms)",
-                   fmt(pop["first_open"])))
-    log(row.format(f"POP3 USER+PASS, {n} msgs (ms)", fmt(pop["login"], 2)))
-    log(row.format("POP3 STAT, first after login (ms)",
-                   fmt(pop["stat_first"], 2)))
-    log(row.format("POP3 STAT, repeated (ms)", fmt(pop["stat"], 2)))
-    log(row.format("POP3 LIST, first after login (ms)",
-                   fmt(pop["list_first"], 2)))
-    log(row.format("POP3 LIST, repeated (ms)", fmt(pop["list"], 2)))
-    log(row.format("POP3 RETR MB/s, 10 KB messages", fmt(pop["retr"])))
-    for count, f_sel, f_fetch, sel, fetch in results["imap"]:
-        log(row.format(f"IMAP SELECT {count}, first open (ms)", fmt(f_sel)))
-        log(row.format(f"IMAP FETCH 1:* {count}, first open (ms)",
-                       fmt(f_fetch)))
-        log(row.format(f"IMAP SELECT {count}, warm (ms)", fmt(sel, 2)))
-        log(row.format(f"IMAP FETCH 1:* {count}, warm (ms)", fmt(fetch)))
-    count, kib = results["idle"]
-    log(row.format(f"KiB per IDLE connection ({count} held)", fmt(kib)))
 
 
 if __name__ == "__main__":
