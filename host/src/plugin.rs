@@ -226,7 +226,11 @@ fn compile_cached(
 
     let component = Component::new(engine, bytes)?;
     if let Err(err) = write_cache_entry(&component, dir, &file) {
-        tracing::warn!(dir = %dir.display(), cause = format!("{err:#}"), "plugin cache not written");
+        tracing::warn!(
+            dir = %dir.display(),
+            cause = format!("{err:#}"),
+            "plugin cache not written"
+        );
     }
     Ok(component)
 }

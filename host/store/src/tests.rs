@@ -202,7 +202,11 @@ fn delivery_syncs_file_before_rename_before_dir() {
     let sync_file = steps
         .iter()
         .position(|s| matches!(s, Step::SyncFile(p) if p.starts_with(acct.root().join("tmp"))));
-    let place = steps.iter().position(|s| matches!(s, Step::Place { from, to } if from.starts_with(acct.root().join("tmp")) && to.starts_with(&new_dir)));
+    let tmp_dir = acct.root().join("tmp");
+    let place = steps.iter().position(|s| {
+        matches!(s, Step::Place { from, to }
+            if from.starts_with(&tmp_dir) && to.starts_with(&new_dir))
+    });
     let sync_dir = steps
         .iter()
         .position(|s| *s == Step::SyncDir(new_dir.clone()));
