@@ -34,8 +34,11 @@ test: build
 check config="examples/mailhost.toml": build
     ./target/debug/mailhost check --config {{config}}
 
-# What CI runs: formatting, lints with warnings denied, then the tests.
-ci: fmt-check clippy test
+# Formatting check and clippy with warnings denied.
+lint: fmt-check clippy
+
+# What CI runs: the lints, then the tests.
+ci: lint test
 
 # Benchmarks: session rate, instantiation, memory, store, protocols.
 bench: build
