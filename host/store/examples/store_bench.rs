@@ -195,7 +195,8 @@ fn main() {
     );
     let many = store_deliveries(&store, args.deliveries, DELIVERERS, &body);
     println!(
-        "store delivery, {DELIVERERS} deliverers, {DELIVERERS} mailboxes, 10 KB: {many:.0} msg/s ({:.2}x raw)",
+        "store delivery, {DELIVERERS} deliverers, {DELIVERERS} mailboxes, \
+         10 KB: {many:.0} msg/s ({:.2}x raw)",
         many / raw
     );
 

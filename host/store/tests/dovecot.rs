@@ -141,8 +141,11 @@ fn start_dovecot(dir: &Path, data: &Path, users: &Path) -> Dovecot {
              mail_location = maildir:{data}/%d/%n/Maildir\n\
              namespace inbox {{\n  inbox = yes\n  separator = /\n}}\n\
              passdb {{\n  driver = passwd-file\n  args = {users}\n}}\n\
-             userdb {{\n  driver = static\n  args = uid={MAIL_UID} gid={MAIL_GID} home={d}/home/%d/%n\n}}\n\
-             service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n  inet_listener imaps {{\n    port = 0\n  }}\n}}\n",
+             userdb {{\n  driver = static\n  \
+             args = uid={MAIL_UID} gid={MAIL_GID} home={d}/home/%d/%n\n}}\n\
+             service imap-login {{\n  inet_listener imap {{\n    \
+             address = 127.0.0.1\n    port = {port}\n  }}\n  \
+             inet_listener imaps {{\n    port = 0\n  }}\n}}\n",
             log = log.display(),
             data = data.display(),
             users = users.display(),

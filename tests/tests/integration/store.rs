@@ -30,14 +30,22 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn smtp_config(dir: &Path, port: u16) -> String {
+/// The data directory and accounts of a test host in `dir`.
+fn accounts_section(dir: &Path) -> String {
     format!(
         r#"
 data-dir = "{dir}/data"
 [accounts]
 users-file = "{dir}/users"
 domains = ["example.org"]
+"#,
+        dir = dir.display()
+    )
+}
 
+fn smtp_config(dir: &Path, port: u16) -> String {
+    format!(
+        r#"{accounts}
 [[listener]]
 name = "smtp"
 address = "127.0.0.1:{port}"
@@ -48,7 +56,7 @@ plugin = "{plugin}"
 mode = "reception"
 hostname = "mx.example.org"
 "#,
-        dir = dir.display(),
+        accounts = accounts_section(dir),
         plugin = plugin("smtp").display()
     )
 }
@@ -280,25 +288,18 @@ fn bad_account_line_names_the_file_and_line_and_rewrites_nothing() {
     assert_eq!(std::fs::read_to_string(&users).unwrap(), text);
 }
 
-/// A mailbox-role listener running the snoop plugin, as `mode`.
-fn snoop_host(mode: &str) -> Host {
+/// A mailbox-role listener `snoop` running the snoop plugin.
+fn snoop_host() -> Host {
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
-        r#"
-data-dir = "{dir}/data"
-[accounts]
-users-file = "{dir}/users"
-domains = ["example.org"]
-
+        r#"{accounts}
 [[listener]]
-name = "{mode}"
+name = "snoop"
 address = "127.0.0.1:0"
 role = "mailbox"
 plugin = "{plugin}"
-[listener.settings]
-mode = "{mode}"
 "#,
-        dir = dir.path().display(),
+        accounts = accounts_section(dir.path()),
         plugin = plugin("snoop").display()
     );
     let config_path = dir.path().join("mailhost.toml");
@@ -319,7 +320,7 @@ mode = "{mode}"
 
 #[test]
 fn plugin_logged_in_as_one_account_cannot_reach_another() {
-    let host = snoop_host("snoop");
+    let host = snoop_host();
 
     // The plugin logs in as alice and then tries every name it can think
     // of for bob's mailbox; it reports each outcome on the wire.
