@@ -32,6 +32,9 @@ pub struct ConnectionHandle;
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// An in-process pipe instead of a socket: `mailhost plugin test`
+    /// drives a session from a transcript without opening a port.
+    Memory(tokio::io::DuplexStream),
     /// The socket was given up: a failed handshake or write.
     Gone,
 }
@@ -136,6 +139,7 @@ impl ConnIo {
             match stream {
                 Stream::Plain(tcp) => tcp.read_buf(buf).await,
                 Stream::Tls(tls) => tls.read_buf(buf).await,
+                Stream::Memory(pipe) => pipe.read_buf(buf).await,
                 Stream::Gone => Ok(0),
             }
         };
@@ -248,6 +252,7 @@ impl ConnIo {
                     tls.write_all(data).await?;
                     tls.flush().await
                 }
+                Stream::Memory(pipe) => pipe.write_all(data).await,
                 Stream::Gone => Err(std::io::ErrorKind::NotConnected.into()),
             }
         };
@@ -291,6 +296,9 @@ impl ConnIo {
                 }
                 Stream::Tls(mut tls) => {
                     let _ = tls.shutdown().await;
+                }
+                Stream::Memory(mut pipe) => {
+                    let _ = pipe.shutdown().await;
                 }
                 Stream::Gone => {}
             }

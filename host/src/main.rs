@@ -12,6 +12,7 @@ mod server;
 mod session;
 mod store_glue;
 mod tls;
+mod transcript;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -101,6 +102,25 @@ enum PluginCommand {
         /// The `.wasm` component.
         file: PathBuf,
     },
+    /// Run a plugin against a `C:`/`S:` transcript without opening a
+    /// port, with its accounts and mail in a temporary directory.
+    Test {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// The transcript files, run one after another.
+        #[arg(required = true)]
+        transcripts: Vec<PathBuf>,
+        /// The listener role; by default the narrowest that accepts the
+        /// plugin, or the transcript's `@role`.
+        #[arg(long)]
+        role: Option<String>,
+        /// Cache compiled plugins in this directory between runs.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Print every line exchanged.
+        #[arg(long, short)]
+        verbose: bool,
+    },
     /// Time instantiating a plugin in fresh sessions, as the host does
     /// per connection, and print the percentiles.
     Bench {
@@ -116,8 +136,17 @@ enum PluginCommand {
 }
 
 fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+
+    // A transcript run reports on stdout; only warnings and worse from
+    // the session (traps, plugin errors) belong beside it.
+    let quiet = matches!(
+        cli.command,
+        Command::Plugin {
+            command: PluginCommand::Test { .. }
+        }
+    );
+    init_tracing(if quiet { "warn" } else { "info" });
 
     match run_command(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -216,6 +245,16 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             command: PluginCommand::Bench { file, count, role },
         } => plugin_bench(&file, count, &role),
         Command::Plugin {
+            command:
+                PluginCommand::Test {
+                    file,
+                    transcripts,
+                    role,
+                    cache,
+                    verbose,
+                },
+        } => plugin_test(file, transcripts, role, cache, verbose),
+        Command::Plugin {
             command: PluginCommand::Inspect { file },
         } => {
             let engine = wasmtime::Engine::default();
@@ -225,14 +264,50 @@ fn run_command(command: Command) -> anyhow::Result<()> {
     }
 }
 
+fn parse_role(role: &str) -> anyhow::Result<config::Role> {
+    toml::Value::String(role.to_owned())
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("unknown role `{role}`"))
+}
+
+/// Run each transcript, print a line for each, and fail if any failed.
+fn plugin_test(
+    plugin: PathBuf,
+    transcripts: Vec<PathBuf>,
+    role: Option<String>,
+    cache: Option<PathBuf>,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let role = role.as_deref().map(parse_role).transpose()?;
+    let mut failed = 0;
+    for path in &transcripts {
+        let options = transcript::Options {
+            plugin: plugin.clone(),
+            transcript: path.clone(),
+            role,
+            cache: cache.clone(),
+            verbose,
+        };
+        match transcript::run(&options) {
+            Ok(summary) => println!("ok {}: {summary}", path.display()),
+            Err(err) => {
+                failed += 1;
+                println!("FAILED {}: {err:#}", path.display());
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} transcripts failed", transcripts.len());
+    }
+    Ok(())
+}
+
 fn plugin_bench(
     file: &std::path::Path,
     count: usize,
     role: &str,
 ) -> anyhow::Result<()> {
-    let role: config::Role = toml::Value::String(role.to_owned())
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("unknown role `{role}`"))?;
+    let role = parse_role(role)?;
     let mut config: Config = toml::from_str("")?;
     config.limits.max_connections = 64;
 
@@ -261,11 +336,11 @@ fn plugin_bench(
     })
 }
 
-fn init_tracing() {
+fn init_tracing(default_level: &str) {
     use tracing_subscriber::EnvFilter;
 
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -18,8 +18,10 @@ use crate::session::SessionState;
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Core instances one component may use. A Rust `wasm32-wasip2` plugin
-/// uses a handful (its module plus adapter shims).
-const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+/// uses a handful (its module plus adapter shims); a Python plugin built
+/// by componentize-py about forty (the interpreter's libraries each are
+/// one). Slots are counters, not reserved memory, so this is cheap.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 64;
 
 /// Linear memories one component may use.
 const MEMORIES_PER_COMPONENT: u32 = 2;
@@ -185,6 +187,38 @@ pub fn load(
         path: path.to_path_buf(),
         pre,
     })
+}
+
+/// The narrowest role whose grants cover the plugin's imports: `session`,
+/// then `submission`, then `mailbox`. An error says why none does.
+pub fn narrowest_role(
+    engine: &Engine,
+    path: &Path,
+    cache: Option<&Path>,
+) -> anyhow::Result<Role> {
+    let bytes = std::fs::read(path).with_context(|| {
+        format!("failed to read plugin `{}`", path.display())
+    })?;
+    let component = match cache {
+        Some(dir) => compile_cached(engine, &bytes, dir),
+        None => Component::new(engine, &bytes).map_err(anyhow::Error::from),
+    }
+    .with_context(|| {
+        format!("plugin `{}` is not a valid component", path.display())
+    })?;
+
+    let mut refusals = Vec::new();
+    for role in [Role::Session, Role::Submission, Role::Mailbox] {
+        match check_imports(engine, &component, role) {
+            Ok(()) => return Ok(role),
+            Err(err) => refusals.push(format!("{}: {err}", role.name())),
+        }
+    }
+    bail!(
+        "no role accepts plugin `{}`:\n  {}",
+        path.display(),
+        refusals.join("\n  ")
+    )
 }
 
 /// Compile `bytes`, or load the code compiled for them earlier from
