@@ -17,7 +17,40 @@ build: plugins
 plugins:
     cargo build --release --target {{wasm_target}} \
         -p mailhost-echo -p mailhost-hostile -p mailhost-snoop \
-        -p mailhost-smtp -p mailhost-pop3 -p mailhost-imap
+        -p mailhost-smtp -p mailhost-pop3 -p mailhost-imap \
+        -p mailhost-template
+
+# The Python plugin, built by componentize-py (installed if missing).
+python_plugin := "target/python/mailhost_python_echo.wasm"
+
+# Build the Python plugin in plugins/python-echo into a component.
+python-plugin:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    out={{python_plugin}}
+    source=plugins/python-echo
+    if [ -f "$out" ] && [ -z "$(find "$source/app.py" wit -newer "$out")" ]; then
+        exit 0
+    fi
+    if ! command -v componentize-py >/dev/null; then
+        python3 -m pip install --quiet componentize-py==0.25.1
+    fi
+    mkdir -p "$(dirname "$out")"
+    componentize-py -d wit -w session componentize --stub-wasi \
+        -p "$source" app -o "$out"
+    rm -rf "$source/__pycache__"
+
+# Create plugins/NAME from the template plugin, then `just test-plugin NAME`.
+new-plugin name:
+    ./plugins/template/new-plugin.sh {{name}}
+
+# Build plugins/NAME and run its transcripts with `mailhost plugin test`.
+test-plugin name:
+    cargo build -p mailhost
+    cargo build --release --target {{wasm_target}} -p mailhost-{{name}}
+    ./target/debug/mailhost plugin test \
+        {{plugin_dir}}/mailhost_{{replace(name, "-", "_")}}.wasm \
+        plugins/{{name}}/transcripts/*.txt
 
 # Run the host on the example config (loopback only, ports + 2000).
 run: build
@@ -27,7 +60,7 @@ run: build
     ./target/debug/mailhost run --config examples/mailhost.toml
 
 # Run every test: unit tests, then the integration tests on loopback.
-test: build
+test: build python-plugin
     cargo test --workspace
 
 # Validate a config and the plugins it names.
@@ -58,4 +91,4 @@ clippy:
         -p mailhost-bench --all-targets -- -D warnings
     cargo clippy --target {{wasm_target}} -p mailhost-sdk -p mailhost-echo \
         -p mailhost-hostile -p mailhost-snoop -p mailhost-smtp -p mailhost-pop3 \
-        -p mailhost-imap -- -D warnings
+        -p mailhost-imap -p mailhost-template -- -D warnings

@@ -234,7 +234,9 @@ impl Transcript {
                 }
                 self.reply_timeout = Some(Duration::from_secs_f64(seconds));
             }
-            ("include", [file]) => self.read_file(&dir.join(file), depth + 1)?,
+            ("include", [file]) => {
+                self.read_file(&dir.join(file), depth + 1)?
+            }
             _ => bail!(
                 "unknown or malformed directive `@{directive}` (see the \
                  transcript format in docs/plugins.md)"
@@ -247,7 +249,8 @@ impl Transcript {
 /// Add a `key = value` TOML line, replacing an earlier line for the same
 /// key: a transcript may override what an included file set.
 fn set_key(lines: &mut Vec<String>, line: &str) {
-    let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_owned();
+    let key =
+        |line: &str| line.split('=').next().unwrap_or("").trim().to_owned();
     let new_key = key(line);
     lines.retain(|old| key(old) != new_key);
     lines.push(line.to_owned());
@@ -319,11 +322,12 @@ fn tempdir() -> anyhow::Result<TempDir> {
     use rand::Rng;
 
     let suffix: u64 = rand::thread_rng().r#gen();
-    let path = std::env::temp_dir()
-        .join(format!("mailhost-transcript-{}-{suffix:016x}", std::process::id()));
-    std::fs::create_dir(&path).with_context(|| {
-        format!("failed to create `{}`", path.display())
-    })?;
+    let path = std::env::temp_dir().join(format!(
+        "mailhost-transcript-{}-{suffix:016x}",
+        std::process::id()
+    ));
+    std::fs::create_dir(&path)
+        .with_context(|| format!("failed to create `{}`", path.display()))?;
     Ok(TempDir(path))
 }
 
@@ -347,10 +351,8 @@ fn run_in(
     };
 
     let config_path = work.join("mailhost.toml");
-    let text = format!(
-        "{base}{}",
-        listener_config(transcript, role, &plugin_path)
-    );
+    let text =
+        format!("{base}{}", listener_config(transcript, role, &plugin_path));
     std::fs::write(&config_path, &text)?;
     config = Config::load(&config_path).with_context(|| {
         format!(
@@ -423,7 +425,11 @@ fn base_config(work: &Path, transcript: &Transcript) -> anyhow::Result<String> {
     Ok(text)
 }
 
-fn listener_config(transcript: &Transcript, role: Role, plugin: &Path) -> String {
+fn listener_config(
+    transcript: &Transcript,
+    role: Role,
+    plugin: &Path,
+) -> String {
     let mut text = format!(
         "\n[[listener]]\nname = \"transcript\"\naddress = \"127.0.0.1:0\"\n\
          role = \"{}\"\nplugin = {}\n",
@@ -447,7 +453,10 @@ fn toml_string(path: &Path) -> String {
 }
 
 /// Append the `@message` files to their accounts' folders.
-fn put_messages(config: &Config, transcript: &Transcript) -> anyhow::Result<()> {
+fn put_messages(
+    config: &Config,
+    transcript: &Transcript,
+) -> anyhow::Result<()> {
     if transcript.messages.is_empty() {
         return Ok(());
     }
@@ -609,7 +618,9 @@ async fn drive(
 
     if let Err(failure) = played {
         let trap = match &outcome {
-            Outcome::Trapped(cause) => format!("the session trapped: {cause}\n"),
+            Outcome::Trapped(cause) => {
+                format!("the session trapped: {cause}\n")
+            }
             Outcome::Completed => String::new(),
         };
         bail!("{failure}\n{trap}exchange so far:\n{}", exchange.tail());
@@ -626,13 +637,13 @@ async fn drive(
         _ => {}
     }
 
-    let replies = transcript
+    let checks = transcript
         .steps
         .iter()
         .filter(|step| !matches!(step.action, Action::Send(_)))
         .count();
     Ok(format!(
-        "{} lines exchanged, {replies} replies checked",
+        "{} lines exchanged, {checks} expectations met",
         exchange.lines.len()
     ))
 }

@@ -12,6 +12,7 @@
 //! - `pop3`: poplib, curl, fetchmail against the POP3 plugin.
 //! - `imap`: imaplib, mbsync, curl against the IMAP plugin.
 //! - `reload`: plugin hot swap under load, refused files, the cache.
+//! - `transcripts`: every plugin's transcripts through `mailhost plugin test`.
 
 mod chain;
 mod host;
@@ -21,3 +22,4 @@ mod reload;
 mod smtp;
 mod store;
 mod tls;
+mod transcripts;
