@@ -48,7 +48,7 @@ new-plugin name:
 test-plugin name:
     cargo build -p mailhost
     cargo build --release --target {{wasm_target}} -p mailhost-{{name}}
-    ./target/debug/mailhost plugin test \
+    ./target/debug/mailhost plugin test --cache target/plugin-test-cache \
         {{plugin_dir}}/mailhost_{{replace(name, "-", "_")}}.wasm \
         plugins/{{name}}/transcripts/*.txt
 
