@@ -73,12 +73,14 @@ lint: fmt-check clippy
 # What CI runs: the lints, then the tests.
 ci: lint test
 
-# Benchmarks: session rate, instantiation, memory, store, protocols.
+# Benchmarks: session rate, instantiation, memory, store, protocols, startup.
 bench: build
     cargo build --release -p mailhost
     ./bench/run.sh
     cargo run --release -p mailhost-store --example store_bench
     python3 bench/protocols.py --bin target/release/mailhost \
+        --plugins {{plugin_dir}}
+    python3 bench/startup.py --bin target/release/mailhost \
         --plugins {{plugin_dir}}
 
 [private]

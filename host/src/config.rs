@@ -5,6 +5,13 @@
 //! falls back to a default. Relative paths are taken relative to the
 //! directory of the config file, not the working directory, so a config
 //! means the same thing wherever the host is started from.
+//!
+//! SIGHUP (or `mailhost reload`) reads the file again and applies it when
+//! it passes every check `mailhost check` makes; otherwise the whole of it
+//! is refused and the running config stays. New sessions get the new
+//! values, running sessions keep the ones they started with. A reload
+//! changes every key except the few marked "restart" below, which it
+//! refuses naming the key.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,12 +22,13 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     /// Where mail lives: `<data-dir>/<domain>/<user>/Maildir`. Also holds
     /// the generated certificate and the compiled-plugin cache. Default:
-    /// `data`, next to the config file.
+    /// `data`, next to the config file. Restart: a reload that changes it
+    /// is refused.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
 
@@ -34,7 +42,8 @@ pub struct Config {
     pub limits: GlobalLimits,
 
     /// The accounts and domains served. Optional for a host that only runs
-    /// plugins needing no accounts.
+    /// plugins needing no accounts. Restart: loaded when the store opens,
+    /// so a reload may add this section or drop it, but not change it.
     #[serde(default)]
     pub accounts: Option<AccountsConfig>,
 
@@ -43,7 +52,9 @@ pub struct Config {
     #[serde(default)]
     pub tls: Option<TlsConfig>,
 
-    /// The listeners, at least one.
+    /// The listeners, at least one. A reload matches them by `name`: it
+    /// binds the new ones, closes the removed ones (their running sessions
+    /// finish), and rebinds one whose `address` changed.
     #[serde(default, rename = "listener")]
     pub listeners: Vec<ListenerConfig>,
 
@@ -53,12 +64,14 @@ pub struct Config {
 }
 
 /// Limits over all listeners.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct GlobalLimits {
     /// Most sessions open at once, over all listeners. Also sizes the
     /// instance pool: the pool reserves memory for this many sessions.
-    /// Default: 1024.
+    /// Default: 1024. A reload may lower it, or raise it back up to the
+    /// value the host started with; more needs a restart, since the pool
+    /// cannot grow. Sessions already open stay counted.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
 
@@ -69,6 +82,8 @@ pub struct GlobalLimits {
     pub max_connections_per_ip: u32,
 
     /// Largest linear memory of one plugin instance, in MiB. Default: 64.
+    /// Sizes the pool's slots like `max-connections`: a reload may lower
+    /// it, but not raise it past the value the host started with.
     #[serde(default = "default_max_memory_mib")]
     pub max_memory_mib: u32,
 }
@@ -84,7 +99,7 @@ impl Default for GlobalLimits {
 }
 
 /// Where accounts come from.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AccountsConfig {
     /// The passwd-style users file: `user@domain:{SCHEME}hash` lines.
@@ -102,7 +117,7 @@ pub struct AccountsConfig {
 }
 
 /// A certificate chain and its private key, both PEM files.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TlsFiles {
     pub certificate: PathBuf,
@@ -110,7 +125,7 @@ pub struct TlsFiles {
 }
 
 /// The top-level `[tls]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TlsConfig {
     /// The default certificate chain (PEM), for clients that send no
@@ -134,7 +149,7 @@ impl TlsConfig {
 }
 
 /// One `[[tls.sni]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SniCertificate {
     /// Server names this certificate answers, such as `mail.example.org`.
@@ -202,7 +217,7 @@ pub enum PlaintextAuth {
 }
 
 /// One `[[listener]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ListenerConfig {
     /// Unique name, used in logs and in the plugin's session facts.

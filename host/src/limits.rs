@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Which limit refused a connection, for the log.
@@ -27,10 +28,14 @@ impl LimitHit {
 }
 
 /// Counts of open sessions against a total and a per-IP maximum.
+///
+/// The maxima are atomics so a config reload can change them in place:
+/// the counts of sessions already open stay, and a lowered maximum only
+/// refuses new sessions until enough of the open ones end.
 #[derive(Debug)]
 pub struct Counter {
-    max_total: u32,
-    max_per_ip: u32,
+    max_total: AtomicU32,
+    max_per_ip: AtomicU32,
     state: Mutex<CounterState>,
 }
 
@@ -43,10 +48,29 @@ struct CounterState {
 impl Counter {
     pub fn new(max_total: u32, max_per_ip: u32) -> Arc<Counter> {
         Arc::new(Counter {
-            max_total,
-            max_per_ip,
+            max_total: AtomicU32::new(max_total),
+            max_per_ip: AtomicU32::new(max_per_ip),
             state: Mutex::new(CounterState::default()),
         })
+    }
+
+    /// Apply new maxima to new sessions; open sessions keep their places.
+    pub fn set_maxima(&self, max_total: u32, max_per_ip: u32) {
+        // Under the lock, so no admission sees one new maximum and one
+        // old one.
+        let _state = self.state.lock().unwrap();
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.max_per_ip.store(max_per_ip, Ordering::Relaxed);
+    }
+
+    /// The maxima now in force: (total, per IP).
+    #[cfg(test)]
+    pub fn maxima(&self) -> (u32, u32) {
+        let _state = self.state.lock().unwrap();
+        (
+            self.max_total.load(Ordering::Relaxed),
+            self.max_per_ip.load(Ordering::Relaxed),
+        )
     }
 
     /// Sessions open now.
@@ -57,11 +81,11 @@ impl Counter {
     /// Count one more session from `ip`, or say which limit is full.
     fn try_acquire(&self, ip: IpAddr) -> Result<(), TotalOrIp> {
         let mut state = self.state.lock().unwrap();
-        if state.total >= self.max_total {
+        if state.total >= self.max_total.load(Ordering::Relaxed) {
             return Err(TotalOrIp::Total);
         }
         let from_ip = state.per_ip.get(&ip).copied().unwrap_or(0);
-        if from_ip >= self.max_per_ip {
+        if from_ip >= self.max_per_ip.load(Ordering::Relaxed) {
             return Err(TotalOrIp::Ip);
         }
 
@@ -167,5 +191,52 @@ mod tests {
         drop(first);
         assert_eq!(global.open(), 0);
         assert!(global.state.lock().unwrap().per_ip.is_empty());
+    }
+
+    #[test]
+    fn lowered_maxima_keep_the_count_of_open_sessions() {
+        let global = Counter::new(10, 10);
+        let listener = Counter::new(10, 10);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let open: Vec<_> = (0..3)
+            .map(|_| admit(&global, &listener, a).unwrap())
+            .collect();
+
+        // Three open, the limit lowered to two: the next is refused and
+        // the three stay counted.
+        listener.set_maxima(2, 10);
+        assert_eq!(
+            admit(&global, &listener, a).unwrap_err(),
+            LimitHit::Listener
+        );
+        assert_eq!(listener.open(), 3);
+        assert_eq!(global.open(), 3);
+
+        // Only once two have ended is there room under the new limit.
+        drop(open);
+        let _again = admit(&global, &listener, a).unwrap();
+        let _twice = admit(&global, &listener, a).unwrap();
+        assert_eq!(
+            admit(&global, &listener, a).unwrap_err(),
+            LimitHit::Listener
+        );
+        assert_eq!(listener.maxima(), (2, 10));
+    }
+
+    #[test]
+    fn lowered_per_ip_maximum_applies_to_an_address_already_counted() {
+        let global = Counter::new(10, 5);
+        let listener = Counter::new(10, 10);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let _p1 = admit(&global, &listener, a).unwrap();
+        let _p2 = admit(&global, &listener, a).unwrap();
+
+        global.set_maxima(10, 2);
+        assert_eq!(
+            admit(&global, &listener, a).unwrap_err(),
+            LimitHit::GlobalPerIp
+        );
+        global.set_maxima(10, 3);
+        let _p3 = admit(&global, &listener, a).unwrap();
     }
 }

@@ -2,21 +2,24 @@
 //! session per connection, and drain on shutdown.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 use wasmtime::Engine;
 
-use crate::config::{Config, ListenerConfig, TlsMode};
+use crate::config::{AccountsConfig, Config, ListenerConfig, TlsMode};
 use crate::conn::{ConnIo, Stream, TlsOffer, shutdown_begins};
 use crate::limits::{self, Counter};
 use crate::plugin::{self, Linkers, Plugin};
+use crate::reload::FileStamp;
 use crate::session::{self, Facts, Outcome, SessionParams};
+use crate::store_glue::StoreRoot;
 
 /// How long the host tries to hand a refused client its busy reply.
 const BUSY_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,29 +30,168 @@ pub const PLUGIN_CACHE_DIR: &str = "plugin-cache";
 /// How often the drain reports the sessions still running.
 const DRAIN_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A listener's configuration with its loaded plugin and counters.
+/// A listener's configuration with its loaded plugin and counters: what
+/// a new session on it starts with. A config reload builds a new one and
+/// swaps it in whole; a running session keeps the `Arc` it started with,
+/// and so the values it started with.
 pub struct Listener {
     pub config: ListenerConfig,
-    /// The plugin new sessions get. Swapped whole on reload; a running
+    /// The plugin new sessions get. Swapped whole on hot swap; a running
     /// session keeps the `Arc` it started with.
     pub plugin: RwLock<Arc<Plugin>>,
+    /// The version of the plugin file that was loaded, for the watch.
+    pub plugin_stamp: Option<FileStamp>,
+    /// Shared by every version of a listener of this name, so a reload
+    /// keeps the count of the sessions already open.
     pub counter: Arc<Counter>,
     pub settings: Arc<Vec<(String, String)>>,
-    /// The TLS acceptor; replaced when SIGHUP reloads certificates.
-    pub tls: RwLock<Option<TlsOffer>>,
+    /// The certificates new sessions get; a reload loads them again.
+    pub tls: Option<TlsOffer>,
     pub busy_reply: Arc<str>,
     pub error_reply: Arc<str>,
     pub store: Option<crate::store_glue::StoreCtx>,
+    /// Largest linear memory of one instance, in bytes.
+    pub max_memory: usize,
+}
+
+/// One bound socket and its accept loop.
+pub struct Endpoint {
+    /// What the next accepted session gets; a reload swaps it.
+    pub listener: RwLock<Arc<Listener>>,
+    /// Sending `true` stops the accept loop, which closes the socket.
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Endpoint {
+    /// The listener new sessions on this socket get now.
+    pub fn current(&self) -> Arc<Listener> {
+        self.listener.read().unwrap().clone()
+    }
+
+    /// Stop accepting and wait until the socket is closed. Sessions
+    /// already accepted run on.
+    pub async fn close(&self) {
+        self.stop.send_replace(true);
+        let task = self.task.lock().unwrap().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The store the host opened, with the `[accounts]` it was opened with.
+#[derive(Clone)]
+pub struct OpenStore {
+    pub accounts: AccountsConfig,
+    pub root: Arc<StoreRoot>,
+}
+
+/// What the instance pool was sized for at start. A reload may lower
+/// these, never raise them past it: the pool cannot grow while it runs.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSize {
+    pub max_connections: u32,
+    pub max_memory_mib: u32,
 }
 
 /// Everything the running host shares between its tasks.
 pub struct Server {
     pub engine: Engine,
     pub linkers: Linkers,
-    pub config: Config,
+    pub pool: PoolSize,
     pub global: Arc<Counter>,
-    pub listeners: Vec<Arc<Listener>>,
+    /// The config in force; replaced whole by a reload that passed.
+    config: RwLock<Arc<Config>>,
+    /// The mail store. Opened once: two stores on one data directory
+    /// would each keep their own folder state.
+    store: RwLock<Option<OpenStore>>,
+    /// Prepared by [`prepare`], bound by [`run`].
+    prepared: Mutex<Vec<Arc<Listener>>>,
+    /// The bound sockets, in config order. Changed only by [`run`] and
+    /// the reload task, one at a time.
+    endpoints: Mutex<Vec<Arc<Endpoint>>>,
+    /// Stopped by shutdown; every accept loop watches it.
+    shutdown: watch::Receiver<bool>,
+    shutdown_tx: watch::Sender<bool>,
     next_id: AtomicU64,
+}
+
+impl Server {
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap().clone()
+    }
+
+    /// The store opened so far, if any.
+    pub fn store(&self) -> Option<OpenStore> {
+        self.store.read().unwrap().clone()
+    }
+
+    /// The bound sockets now.
+    pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.endpoints.lock().unwrap().clone()
+    }
+
+    /// Make `config` the one in force, with its endpoints and a store
+    /// it opened. Only the reload task calls this, after everything was
+    /// built and bound.
+    pub fn commit(
+        &self,
+        config: Arc<Config>,
+        opened: Option<OpenStore>,
+        endpoints: Vec<Arc<Endpoint>>,
+    ) {
+        let limits = &config.limits;
+        self.global
+            .set_maxima(limits.max_connections, limits.max_connections_per_ip);
+        if let Some(opened) = opened {
+            *self.store.write().unwrap() = Some(opened);
+        }
+        *self.endpoints.lock().unwrap() = endpoints;
+        *self.config.write().unwrap() = config;
+    }
+
+    /// Start accepting on `socket` for `listener`.
+    pub fn serve_on(
+        self: &Arc<Server>,
+        listener: Arc<Listener>,
+        socket: TcpListener,
+    ) -> Arc<Endpoint> {
+        let local = socket.local_addr().unwrap_or(listener.config.address);
+        let (stop, stopped) = watch::channel(false);
+        let endpoint = Arc::new(Endpoint {
+            listener: RwLock::new(listener.clone()),
+            stop,
+            task: Mutex::new(None),
+        });
+        tracing::info!(
+            listener = %listener.config.name,
+            address = %local,
+            plugin = %listener.config.plugin.display(),
+            "listening"
+        );
+
+        let task = tokio::spawn(accept_loop(
+            self.clone(),
+            endpoint.clone(),
+            socket,
+            stopped,
+            self.shutdown.clone(),
+        ));
+        *endpoint.task.lock().unwrap() = Some(task);
+        endpoint
+    }
+}
+
+/// Bind a listener's address, naming the listener and address on error.
+pub async fn bind(listener: &ListenerConfig) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listener.address).await.with_context(|| {
+        format!(
+            "listener `{}`: failed to bind `address` `{}`",
+            listener.name, listener.address
+        )
+    })
 }
 
 /// Load every plugin and check every file a config names, without
@@ -57,54 +199,105 @@ pub struct Server {
 pub fn prepare(config: Config) -> anyhow::Result<Server> {
     let engine = plugin::engine(&config)?;
     let linkers = Linkers::new(&engine)?;
-    let store = crate::store_glue::open(&config)?;
-    let cache = config.data_dir.join(PLUGIN_CACHE_DIR);
+    let store = crate::store_glue::open(&config)?.map(Arc::new);
+    let opened = match (&config.accounts, &store) {
+        (Some(accounts), Some(root)) => Some(OpenStore {
+            accounts: accounts.clone(),
+            root: root.clone(),
+        }),
+        _ => None,
+    };
 
     let mut listeners = Vec::new();
     for listener in &config.listeners {
-        let loaded = plugin::load(
+        let (max_total, max_per_ip) = listener_maxima(&config, listener);
+        let counter = Counter::new(max_total, max_per_ip);
+        listeners.push(Arc::new(build_listener(
             &engine,
             &linkers,
-            &listener.plugin,
-            listener.role,
-            Some(&cache),
-        )
-        .with_context(|| format!("listener `{}`", listener.name))?;
-        let tls = tls_offer(&config, listener)
-            .with_context(|| format!("listener `{}`", listener.name))?;
-        let counter = Counter::new(
-            listener
-                .max_connections
-                .unwrap_or(config.limits.max_connections),
-            listener
-                .max_connections_per_ip
-                .unwrap_or(config.limits.max_connections_per_ip),
-        );
-        let store = store.as_ref().map(|store| store.for_listener(listener));
-
-        listeners.push(Arc::new(Listener {
-            plugin: RwLock::new(Arc::new(loaded)),
+            &config,
+            listener,
+            store.as_deref(),
             counter,
-            settings: Arc::new(listener.settings_strings()),
-            tls: RwLock::new(tls),
-            busy_reply: listener.busy_reply().into(),
-            error_reply: listener.error_reply().into(),
-            store,
-            config: listener.clone(),
-        }));
+        )?));
     }
 
     let global = Counter::new(
         config.limits.max_connections,
         config.limits.max_connections_per_ip,
     );
+    let pool = PoolSize {
+        max_connections: config.limits.max_connections,
+        max_memory_mib: config.limits.max_memory_mib,
+    };
+    let (shutdown_tx, shutdown) = watch::channel(false);
     Ok(Server {
         engine,
         linkers,
-        config,
+        pool,
         global,
-        listeners,
+        config: RwLock::new(Arc::new(config)),
+        store: RwLock::new(opened),
+        prepared: Mutex::new(listeners),
+        endpoints: Mutex::new(Vec::new()),
+        shutdown,
+        shutdown_tx,
         next_id: AtomicU64::new(1),
+    })
+}
+
+/// A listener's session maxima: its own, or the global ones.
+pub fn listener_maxima(
+    config: &Config,
+    listener: &ListenerConfig,
+) -> (u32, u32) {
+    (
+        listener
+            .max_connections
+            .unwrap_or(config.limits.max_connections),
+        listener
+            .max_connections_per_ip
+            .unwrap_or(config.limits.max_connections_per_ip),
+    )
+}
+
+/// Load a listener's plugin and certificates as `config` names them.
+/// Blocking: it compiles, or reads the compile cache.
+pub fn build_listener(
+    engine: &Engine,
+    linkers: &Linkers,
+    config: &Config,
+    listener: &ListenerConfig,
+    store: Option<&StoreRoot>,
+    counter: Arc<Counter>,
+) -> anyhow::Result<Listener> {
+    let cache = config.data_dir.join(PLUGIN_CACHE_DIR);
+    let context = || format!("listener `{}`", listener.name);
+
+    // The stamp is taken before the read, so a file replaced while it
+    // loads is seen as changed by the watch and loaded again.
+    let plugin_stamp = crate::reload::stamp(&listener.plugin);
+    let loaded = plugin::load(
+        engine,
+        linkers,
+        &listener.plugin,
+        listener.role,
+        Some(&cache),
+    )
+    .with_context(context)?;
+    let tls = tls_offer(config, listener).with_context(context)?;
+
+    Ok(Listener {
+        plugin: RwLock::new(Arc::new(loaded)),
+        plugin_stamp,
+        counter,
+        settings: Arc::new(listener.settings_strings()),
+        tls,
+        busy_reply: listener.busy_reply().into(),
+        error_reply: listener.error_reply().into(),
+        store: store.map(|store| store.for_listener(listener)),
+        max_memory: (config.limits.max_memory_mib as usize) << 20,
+        config: listener.clone(),
     })
 }
 
@@ -128,94 +321,64 @@ fn tls_offer(
     }))
 }
 
-/// Load every listener's certificates again. A listener whose files fail
-/// to load keeps its old ones; sessions already encrypted are untouched.
-fn reload_certificates(server: &Server) {
-    for listener in &server.listeners {
-        let name = &listener.config.name;
-        match tls_offer(&server.config, &listener.config) {
-            Ok(Some(offer)) => {
-                *listener.tls.write().unwrap() = Some(offer);
-                tracing::info!(listener = %name, "certificates reloaded");
-            }
-            Ok(None) => {}
-            Err(err) => tracing::error!(
-                listener = %name,
-                cause = format!("{err:#}"),
-                "certificate reload failed, keeping the old ones"
-            ),
-        }
-    }
-}
-
 /// Serve until a signal, then drain and return.
 pub async fn run(server: Server) -> anyhow::Result<()> {
     let server = Arc::new(server);
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-    let mut accept_tasks = Vec::new();
-    for listener in &server.listeners {
-        let socket = TcpListener::bind(listener.config.address)
-            .await
-            .with_context(|| {
-                format!(
-                    "listener `{}`: failed to bind `{}`",
-                    listener.config.name, listener.config.address
-                )
-            })?;
-        let address = socket.local_addr()?;
-        tracing::info!(
-            listener = %listener.config.name,
-            address = %address,
-            plugin = %listener.config.plugin.display(),
-            "listening"
-        );
-        accept_tasks.push(tokio::spawn(accept_loop(
-            server.clone(),
-            listener.clone(),
-            socket,
-            shutdown_rx.clone(),
-        )));
-    }
-    let (force_reload, forced) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(crate::reload::watch_plugins(
-        server.clone(),
-        forced,
-        shutdown_rx.clone(),
-    ));
-    let pid_file = PidFile::write(&server.config.data_dir)?;
-    tracing::info!(listeners = server.listeners.len(), "mailhost ready");
-
+    // Signal handlers come first: a SIGHUP sent the moment the host says
+    // it is ready must reload it, not end it.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
+
+    // Bind everything before accepting anywhere, so a port in use fails
+    // the start before any client was served.
+    let prepared = std::mem::take(&mut *server.prepared.lock().unwrap());
+    let mut sockets = Vec::new();
+    for listener in &prepared {
+        sockets.push(bind(&listener.config).await?);
+    }
+    let mut endpoints = Vec::new();
+    for (listener, socket) in prepared.into_iter().zip(sockets) {
+        endpoints.push(server.serve_on(listener, socket));
+    }
+    let listeners = endpoints.len();
+    *server.endpoints.lock().unwrap() = endpoints;
+
+    let (force_reload, forced) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(crate::reload::watch(
+        server.clone(),
+        forced,
+        server.shutdown.clone(),
+    ));
+    let pid_file = PidFile::write(&server.config().data_dir)?;
+    tracing::info!(listeners, "mailhost ready");
+
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
-                tracing::info!("SIGHUP: reloading plugins and certificates");
+                tracing::info!(
+                    "SIGHUP: reloading plugins, certificates and the config"
+                );
+                // A reload already queued covers this signal too.
                 let _ = force_reload.try_send(());
-                let server = server.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    reload_certificates(&server)
-                })
-                .await;
             }
         }
     }
 
     // Stop accepting first, then tell the sessions: a plugin's next read
     // reports `shutting-down` so it can say goodbye in its protocol.
-    let grace = Duration::from_secs(server.config.shutdown_grace);
+    let grace = Duration::from_secs(server.config().shutdown_grace);
     tracing::info!(
         sessions = server.global.open(),
         grace_seconds = grace.as_secs(),
         "shutting down: no new sessions, draining"
     );
-    shutdown_tx.send_replace(true);
-    for task in accept_tasks {
-        let _ = task.await;
+    server.shutdown_tx.send_replace(true);
+    for endpoint in server.endpoints() {
+        endpoint.close().await;
     }
 
     let drained = async {
@@ -274,21 +437,29 @@ impl Drop for PidFile {
 
 async fn accept_loop(
     server: Arc<Server>,
-    listener: Arc<Listener>,
+    endpoint: Arc<Endpoint>,
     socket: TcpListener,
+    mut stop: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         let accepted = tokio::select! {
             accepted = socket.accept() => accepted,
+            () = shutdown_begins(&mut stop) => break,
             () = shutdown_begins(&mut shutdown) => break,
         };
+        // Taken per connection: a reload swaps it between two accepts.
+        let listener = endpoint.current();
         let (tcp, peer) = match accepted {
             Ok(pair) => pair,
             Err(err) => {
                 // Out of file descriptors and the like: back off briefly
                 // rather than spin on a listener that keeps failing.
-                tracing::warn!(listener = %listener.config.name, cause = %err, "accept failed");
+                tracing::warn!(
+                    listener = %listener.config.name,
+                    cause = %err,
+                    "accept failed"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -318,7 +489,6 @@ async fn accept_loop(
             peer = %peer,
         );
         let server = server.clone();
-        let listener = listener.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(
             async move {
@@ -356,7 +526,7 @@ async fn serve(
 
     // Implicit TLS is finished before any instance exists, so a client
     // that stalls or talks plaintext costs no plugin.
-    let offer = listener.tls.read().unwrap().clone();
+    let offer = listener.tls.clone();
     let (stream, tls_info, starttls) = match (&offer, config.tls) {
         (Some(offer), TlsMode::Implicit) => {
             let handshake = offer.acceptor.accept(tcp);
@@ -401,7 +571,7 @@ async fn serve(
     let params = SessionParams {
         plugin,
         settings: listener.settings.clone(),
-        max_memory: (server.config.limits.max_memory_mib as usize) << 20,
+        max_memory: listener.max_memory,
         cpu_slice: Duration::from_millis(config.cpu_slice_ms),
         log_rate: config.log_rate,
         error_reply: listener.error_reply.clone(),
