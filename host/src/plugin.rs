@@ -29,6 +29,15 @@ const MEMORIES_PER_COMPONENT: u32 = 2;
 /// Tables one component may use.
 const TABLES_PER_COMPONENT: u32 = 8;
 
+/// Bytes of a linear memory, table and async stack that a finished
+/// session's slot keeps mapped and resets with `memset` (only its dirty
+/// pages, where the kernel offers `PAGEMAP_SCAN`) instead of `madvise`:
+/// the next session skips three system calls and the page faults of
+/// touching the same pages again. Dirtier slots fall back to `madvise`.
+const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
+const STACK_KEEP_RESIDENT: usize = 128 << 10;
+
 /// Instances kept in the pool beyond the connection limit, so sessions
 /// still draining after a limit is lowered do not starve new ones.
 const POOL_SLACK: u32 = 16;
@@ -82,7 +91,11 @@ pub fn engine(config: &Config) -> anyhow::Result<Engine> {
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
-        .max_memory_size(max_memory as usize);
+        .max_memory_size(max_memory as usize)
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+        .table_keep_resident(TABLE_KEEP_RESIDENT)
+        .async_stack_keep_resident(STACK_KEEP_RESIDENT);
     wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
 
     // Reserve only the configured maximum per memory instead of the 4 GiB
