@@ -42,8 +42,8 @@ pub struct Config {
     pub limits: GlobalLimits,
 
     /// The accounts and domains served. Optional for a host that only runs
-    /// plugins needing no accounts. Restart: loaded when the store opens,
-    /// so a reload may add this section or drop it, but not change it.
+    /// plugins needing no accounts. A reload reads the users and aliases
+    /// files again and takes any change here; sessions logged in stay.
     #[serde(default)]
     pub accounts: Option<AccountsConfig>,
 

@@ -42,8 +42,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Tell the host running on a config to reload its plugins and
-    /// certificates (sends SIGHUP to the pid in `<data-dir>/mailhost.pid`).
+    /// Tell the host running on a config to reload the config file it was
+    /// started with, its accounts, plugins and certificates (sends SIGHUP
+    /// to the pid in `<data-dir>/mailhost.pid`).
     Reload {
         #[arg(long, short)]
         config: PathBuf,

@@ -23,13 +23,14 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{AccountsConfig, Config};
+use crate::config::Config;
 use crate::conn::shutdown_begins;
 use crate::limits::Counter;
 use crate::plugin;
 use crate::server::{
     self, Endpoint, Listener, OpenStore, PLUGIN_CACHE_DIR, PoolSize, Server,
 };
+use crate::store_glue::StoreRoot;
 
 /// How often plugin files are looked at. A change is acted on once the
 /// file looked the same on two polls in a row, so a copy still being
@@ -197,8 +198,11 @@ async fn reload_plugin(server: &Arc<Server>, listener: &Arc<Listener>) {
 /// A config that passed every check, loaded but not yet in force.
 struct Candidate {
     config: Arc<Config>,
-    /// A store this config opened for the first time.
+    /// The store in force after the reload, when this config opened it
+    /// for the first time or changed its accounts.
     opened: Option<OpenStore>,
+    /// Where the running store takes its new accounts from.
+    accounts_from: Option<Arc<StoreRoot>>,
     /// In the config's order.
     listeners: Vec<Arc<Listener>>,
 }
@@ -273,6 +277,11 @@ async fn reload_config(server: &Arc<Server>) -> anyhow::Result<()> {
     for name in &plan.removed {
         to_close.extend(by_name.get(name).map(|e| (*e).clone()));
     }
+    if let (Some(opened), Some(fresh)) =
+        (&candidate.opened, &candidate.accounts_from)
+    {
+        opened.root.adopt_accounts(fresh);
+    }
     server.commit(new.clone(), candidate.opened, in_force);
 
     // Closed only after the commit, so a removed listener's socket stops
@@ -324,23 +333,24 @@ fn load_candidate(
 
     // The accounts are loaded as `check` loads them, so a broken users
     // file refuses the reload. The store opened first stays: its folder
-    // state is shared by every session, so there is never a second one.
+    // state is shared by every session, so it only takes the new
+    // accounts (users, aliases, domains) from the freshly loaded one.
     let running = server.store();
-    accounts_unchanged(
-        running.as_ref().map(|open| &open.accounts),
-        new.accounts.as_ref(),
-    )
-    .with_context(context)?;
     let fresh = crate::store_glue::open(&new).with_context(context)?;
+    let mut accounts_from = None;
     let (store, opened) = match (new.accounts.clone(), running, fresh) {
         (None, _, _) => (None, None),
-        (Some(_), Some(running), _) => (Some(running.root), None),
-        (Some(accounts), None, Some(fresh)) => {
-            let root = Arc::new(fresh);
+        (Some(_), Some(running), Some(fresh)) => {
+            accounts_from = Some(Arc::new(fresh));
             let opened = OpenStore {
-                accounts,
-                root: root.clone(),
+                root: running.root.clone(),
             };
+            (Some(running.root), Some(opened))
+        }
+        (Some(_), Some(running), None) => (Some(running.root), None),
+        (Some(_), None, Some(fresh)) => {
+            let root = Arc::new(fresh);
+            let opened = OpenStore { root: root.clone() };
             (Some(root), Some(opened))
         }
         (Some(_), None, None) => (None, None),
@@ -370,6 +380,7 @@ fn load_candidate(
     Ok(Candidate {
         config: Arc::new(new),
         opened,
+        accounts_from,
         listeners,
     })
 }
@@ -402,26 +413,6 @@ fn needs_no_restart(
              sized at start allows (`{}`): a restart is needed to grow it",
             new.limits.max_memory_mib,
             pool.max_memory_mib
-        );
-    }
-    Ok(())
-}
-
-/// Refuse a change to the `[accounts]` of the store already open.
-///
-/// TODO(#8): the store keeps the accounts it was opened with, users file
-/// included, for the life of the process; swapping them needs a way into
-/// `store_glue` to replace them.
-fn accounts_unchanged(
-    running: Option<&AccountsConfig>,
-    new: Option<&AccountsConfig>,
-) -> anyhow::Result<()> {
-    if let (Some(running), Some(new)) = (running, new)
-        && running != new
-    {
-        bail!(
-            "`accounts` changed: the accounts are loaded when the store \
-             opens, so a restart is needed to change them"
         );
     }
     Ok(())
@@ -579,23 +570,5 @@ plugin = "c.wasm"
 
         // Back up to what the pool was sized for is fine too.
         needs_no_restart(&lower, &old, POOL).unwrap();
-    }
-
-    #[test]
-    fn changed_accounts_need_a_restart_but_new_ones_do_not() {
-        let accounts = |domain: &str| {
-            config(&format!(
-                "[accounts]\ndomains = [\"{domain}\"]\n{TWO_LISTENERS}"
-            ))
-            .accounts
-            .unwrap()
-        };
-        let (first, other) = (accounts("example.org"), accounts("example.net"));
-
-        accounts_unchanged(None, Some(&first)).unwrap();
-        accounts_unchanged(Some(&first), None).unwrap();
-        accounts_unchanged(Some(&first), Some(&first)).unwrap();
-        let err = accounts_unchanged(Some(&first), Some(&other)).unwrap_err();
-        assert!(err.to_string().contains("`accounts`"), "{err}");
     }
 }

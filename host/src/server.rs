@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 use wasmtime::Engine;
 
-use crate::config::{AccountsConfig, Config, ListenerConfig, TlsMode};
+use crate::config::{Config, ListenerConfig, TlsMode};
 use crate::conn::{ConnIo, Stream, TlsOffer, shutdown_begins};
 use crate::limits::{self, Counter};
 use crate::plugin::{self, Linkers, Plugin};
@@ -80,10 +80,9 @@ impl Endpoint {
     }
 }
 
-/// The store the host opened, with the `[accounts]` it was opened with.
+/// The store the host opened.
 #[derive(Clone)]
 pub struct OpenStore {
-    pub accounts: AccountsConfig,
     pub root: Arc<StoreRoot>,
 }
 
@@ -201,10 +200,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
     let linkers = Linkers::new(&engine)?;
     let store = crate::store_glue::open(&config)?.map(Arc::new);
     let opened = match (&config.accounts, &store) {
-        (Some(accounts), Some(root)) => Some(OpenStore {
-            accounts: accounts.clone(),
-            root: root.clone(),
-        }),
+        (Some(_), Some(root)) => Some(OpenStore { root: root.clone() }),
         _ => None,
     };
 

@@ -50,6 +50,14 @@ pub struct StoreRoot {
 }
 
 impl StoreRoot {
+    /// Take the accounts (users, aliases, domains) `fresh` loaded: a
+    /// config reload changes who may log in and what is deliverable
+    /// without reopening the store. Sessions logged in stay logged in.
+    pub fn adopt_accounts(&self, fresh: &StoreRoot) {
+        let accounts = fresh.accounts.read().unwrap().clone();
+        *self.accounts.write().unwrap() = accounts;
+    }
+
     /// The capabilities a listener's sessions get.
     pub fn for_listener(&self, listener: &ListenerConfig) -> StoreCtx {
         StoreCtx {

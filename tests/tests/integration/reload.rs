@@ -634,3 +634,55 @@ fn reload_growing_the_instance_pool_is_refused_naming_the_key() {
     assert!(log.contains("limits_changed=true"), "{log}");
     assert_eq!(echo_session(host.addr("echo")).unwrap(), "OK echo");
 }
+
+/// `mailhost user add` then SIGHUP: the new account logs in on the host
+/// that was already running, and one removed the same way no longer does.
+#[test]
+fn sighup_reloads_the_users_file_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().display().to_string();
+    let config = format!(
+        "data-dir = \"{root}/data\"\n\
+         [accounts]\nusers-file = \"{root}/users\"\n\
+         domains = [\"example.org\"]\n\
+         [[listener]]\nname = \"pop3\"\naddress = \"127.0.0.1:0\"\n\
+         protocol = \"pop3\"\nrole = \"mailbox\"\nplugin = \"{}\"\n",
+        plugin("pop3").display()
+    );
+    let config_path = dir.path().join("mailhost.toml");
+    std::fs::write(&config_path, &config).unwrap();
+    let user = |verb: &str, name: &str| {
+        let config = config_path.to_str().unwrap();
+        let output =
+            mailhost(&["user", verb, "--config", config, name], b"pw\n");
+        assert!(output.status.success(), "user {verb} {name}: {output:?}");
+    };
+    user("add", "alice@example.org");
+    let host = Host::start_in(dir, &config);
+
+    let login = |name: &str| {
+        let mut client = Client::connect(host.addr("pop3"));
+        client.expect("+OK");
+        client.send_line(&format!("USER {name}"));
+        client.expect("+OK");
+        client.send_line("PASS pw");
+        let reply = client.line();
+        client.send_line("QUIT");
+        reply
+    };
+    assert!(login("alice@example.org").starts_with("+OK"));
+
+    user("add", "bob@example.org");
+    assert!(
+        login("bob@example.org").starts_with("-ERR"),
+        "not yet loaded"
+    );
+    let log = reload(&host, &config);
+    assert!(log.contains("config reloaded"), "{log}");
+    assert!(login("bob@example.org").starts_with("+OK"));
+
+    user("del", "alice@example.org");
+    let log = reload(&host, &config);
+    assert!(log.contains("config reloaded"), "{log}");
+    assert!(login("alice@example.org").starts_with("-ERR"));
+}
