@@ -6,24 +6,23 @@ use mailhost_sdk::mailbox::StoreError;
 
 use crate::datetime::parse_date_time;
 use crate::folders::store_no;
-use crate::limits::{MAX_LINE, MAX_LITERAL};
+use crate::limits::{LITERAL_MINUS_MAX, MAX_LINE};
 use crate::messages::clean_flags;
 use crate::parse::Parser;
 use crate::session::{Imap, Reply, State};
-use crate::wire::{literal_marker, tag_of};
+use crate::wire::{discard_command, literal_marker, tag_of};
 
 /// Default cap on an appended message, in bytes, when the listener sets
 /// no `max-append-size`. The host enforces its `max-message-size` too.
 const DEFAULT_MAX_APPEND: u64 = 64 * 1024 * 1024;
 
-/// Refused non-synchronising literals up to this size are read and
-/// dropped so the session can go on; larger ones end the session.
-const MAX_DISCARD: u64 = 4 * MAX_LITERAL;
-
 struct AppendArgs {
     mailbox: String,
     flags: Vec<String>,
     date: Option<i64>,
+    /// The message comes as a literal8 (`~{n}`, RFC 3516), which may
+    /// hold NUL bytes.
+    binary: bool,
 }
 
 impl Imap {
@@ -48,11 +47,13 @@ impl Imap {
             date = Some(parse_date_time(&text).ok_or("bad date-time")?);
             p.sp()?;
         }
+        let binary = p.eat(b'~');
         p.end()?;
         Ok(AppendArgs {
             mailbox,
             flags,
             date,
+            binary,
         })
     }
 
@@ -66,12 +67,7 @@ impl Imap {
         sync: bool,
         reply: Reply,
     ) -> Result<Reply, ReadError> {
-        if sync {
-            return Ok(reply);
-        }
-        if size <= MAX_DISCARD {
-            self.session.read_exact_with(size, |_| {})?;
-            let _ = self.session.read_line(MAX_LINE)?;
+        if sync || discard_command(&mut self.session, size)? {
             return Ok(reply);
         }
         let (status, text) = match reply {
@@ -103,6 +99,13 @@ impl Imap {
                 return self.refuse_literal(&tag, size, sync, Reply::Bad(e));
             }
         };
+        if self.literal_minus && !sync && size > LITERAL_MINUS_MAX {
+            let reply = Reply::Bad(
+                "[TOOBIG] Non-synchronising literals hold at most 4096 bytes"
+                    .into(),
+            );
+            return self.refuse_literal(&tag, size, sync, reply);
+        }
         let limit =
             mailhost_sdk::setting_or("max-append-size", DEFAULT_MAX_APPEND);
         if size > limit {
@@ -128,8 +131,11 @@ impl Imap {
             self.session.write_all(b"+ Ready for literal data\r\n")?;
         }
         let mut failure = None;
+        let mut nul = false;
         self.session.read_exact_with(size, |chunk| {
+            nul |= !args.binary && chunk.contains(&0);
             if failure.is_none()
+                && !nul
                 && let Err(err) = appender.write(chunk)
             {
                 failure = Some(err);
@@ -140,7 +146,9 @@ impl Imap {
         let rest = self.session.read_line(MAX_LINE)?;
         let rest = rest.content().to_vec();
         if !rest.is_empty() {
-            if let Some((_, false, _)) = literal_marker(&rest) {
+            if let Some((more, false, _)) = literal_marker(&rest)
+                && !discard_command(&mut self.session, more)?
+            {
                 self.put_str(&format!(
                     "{tag} BAD MULTIAPPEND is not supported\r\n"
                 ))?;
@@ -148,7 +156,16 @@ impl Imap {
                 self.session.flush()?;
                 return Err(ReadError::Closed);
             }
-            return Ok(Reply::Bad("unexpected text after the message".into()));
+            return Ok(Reply::Bad(
+                "unexpected text after the message (no MULTIAPPEND)".into(),
+            ));
+        }
+        if nul {
+            // RFC 3501 literals are CHAR8: no NUL. The appender is
+            // dropped uncommitted, which leaves nothing behind.
+            return Ok(Reply::Bad(
+                "message holds NUL bytes: send it as a literal8 (~{n})".into(),
+            ));
         }
         if let Some(err) = failure {
             return Ok(store_no(err));

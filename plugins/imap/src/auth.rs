@@ -9,8 +9,9 @@ use crate::parse::Parser;
 use crate::session::{Imap, Reply, State};
 
 /// Extensions offered in every state.
-const BASE_CAPABILITIES: &str = "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID \
-    ENABLE IDLE NAMESPACE UNSELECT CHILDREN SPECIAL-USE UIDPLUS MOVE BINARY";
+const BASE_CAPABILITIES: &str = "IMAP4rev1 IMAP4rev2 SASL-IR ID ENABLE \
+    IDLE NAMESPACE UNSELECT CHILDREN SPECIAL-USE UIDPLUS MOVE BINARY \
+    ESEARCH SEARCHRES";
 
 impl Imap {
     fn starttls_offered(&self) -> bool {
@@ -21,6 +22,11 @@ impl Imap {
 
     pub fn capabilities(&self) -> String {
         let mut caps = BASE_CAPABILITIES.to_owned();
+        caps.push_str(if self.literal_minus {
+            " LITERAL-"
+        } else {
+            " LITERAL+"
+        });
         if self.state() == State::NotAuthenticated {
             if self.starttls_offered() {
                 caps.push_str(" STARTTLS");

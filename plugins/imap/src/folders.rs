@@ -2,10 +2,10 @@
 //! RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB and STATUS.
 
 use mailhost_sdk::ReadError;
-use mailhost_sdk::mailbox::{OpenMode, StoreError};
+use mailhost_sdk::mailbox::{Changes, FolderInfo, OpenMode, StoreError};
 
 use crate::limits::MAX_LIST_PATTERN;
-use crate::parse::Parser;
+use crate::parse::{Parsed, Parser};
 use crate::session::{Imap, Msg, Reply, SYSTEM_FLAGS, Selected};
 use crate::wire::push_astring;
 
@@ -53,6 +53,41 @@ pub fn pattern_match(pattern: &[u8], name: &[u8]) -> bool {
     reach[name.len()]
 }
 
+/// Apply `changes` to a snapshot the client has not been told about:
+/// expunged messages simply vanish, new ones are appended.
+fn absorb(msgs: &mut Vec<Msg>, changes: &Changes) {
+    if !changes.expunged.is_empty() {
+        msgs.retain(|m| changes.expunged.binary_search(&m.uid).is_err());
+    }
+    for info in &changes.flags_changed {
+        if let Ok(i) = msgs.binary_search_by_key(&info.uid, |m| m.uid) {
+            msgs[i].flags = info.flags.clone();
+        }
+    }
+    for info in &changes.added {
+        if msgs.last().is_none_or(|m| m.uid < info.uid) {
+            msgs.push(Msg::from(info));
+        }
+    }
+}
+
+/// The attributes of a LIST response; `\Subscribed` only when the
+/// client asked for it (LIST-EXTENDED).
+fn list_attributes(folder: &FolderInfo, subscribed: bool) -> Vec<String> {
+    let mut attrs = vec![if folder.has_children {
+        "\\HasChildren".to_owned()
+    } else {
+        "\\HasNoChildren".to_owned()
+    }];
+    if let Some(special) = &folder.special_use {
+        attrs.push(format!("\\{special}"));
+    }
+    if subscribed && folder.subscribed {
+        attrs.push("\\Subscribed".to_owned());
+    }
+    attrs
+}
+
 /// Canonical INBOX spelling of a pattern or name prefix.
 fn inbox_fold(text: &[u8]) -> Vec<u8> {
     if text.len() >= 5
@@ -97,10 +132,18 @@ impl Imap {
             Ok(folder) => folder,
             Err(err) => return Ok(store_no(err)),
         };
-        let msgs: Vec<Msg> = folder.messages().iter().map(Msg::from).collect();
+        let mut msgs: Vec<Msg> =
+            folder.messages().into_iter().map(Msg::from).collect();
         let uid_validity = folder.uid_validity();
+
+        // The snapshot may already be behind: take in what changed since
+        // it was made (the client has seen none of it yet, so nothing is
+        // owed), and learn UIDNEXT, which only a refresh reports.
         let uid_next = match folder.refresh() {
-            Ok(changes) => changes.uid_next,
+            Ok(changes) => {
+                absorb(&mut msgs, &changes);
+                changes.uid_next
+            }
             Err(_) => msgs.last().map_or(1, |m| m.uid + 1),
         };
 
@@ -127,8 +170,11 @@ impl Imap {
             // IMAP4rev2 has no RECENT response (RFC 9051 appendix E).
             out.push_str(&format!("* {recent} RECENT\r\n"));
         }
-        if let Some(i) = unseen {
-            out.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", i + 1));
+        match unseen {
+            // IMAP4rev2 dropped the UNSEEN code (RFC 9051 appendix E).
+            Some(i) if !self.rev2 => out
+                .push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", i + 1)),
+            _ => {}
         }
         out.push_str(&format!(
             "* OK [UIDVALIDITY {uid_validity}] UIDs valid\r\n"
@@ -144,6 +190,11 @@ impl Imap {
                 flags.join(" ")
             ));
         }
+        if self.rev2 {
+            // RFC 9051 6.3.2: SELECT also answers with the LIST response
+            // of the mailbox, in its canonical spelling.
+            out.push_str(&self.select_list_line(&name));
+        }
         self.put_str(&out)?;
 
         self.selected = Some(Selected {
@@ -153,6 +204,9 @@ impl Imap {
             msgs,
             uid_next,
             structures: Vec::new(),
+            fresh: true,
+            refreshed_at: std::time::Instant::now(),
+            saved: Vec::new(),
         });
         let (code, verb) = if read_only {
             ("READ-ONLY", "EXAMINE")
@@ -160,6 +214,38 @@ impl Imap {
             ("READ-WRITE", "SELECT")
         };
         Ok(Reply::Ok(format!("[{code}] {verb} completed")))
+    }
+
+    /// Messages flagged `\Deleted` in folder `name`.
+    fn count_deleted(&self, name: &str) -> Result<u64, StoreError> {
+        let is_deleted =
+            |flags: &[String]| flags.iter().any(|f| f == "\\Deleted");
+        if let Some(sel) = self.selected.as_ref().filter(|s| s.name == name) {
+            let live = sel.msgs.iter().filter(|m| !m.gone);
+            return Ok(live.filter(|m| is_deleted(&m.flags)).count() as u64);
+        }
+        let account = self.account.as_ref().unwrap();
+        let folder = account.open(name, OpenMode::ReadOnly)?;
+        let messages = folder.messages();
+        Ok(messages.iter().filter(|m| is_deleted(&m.flags)).count() as u64)
+    }
+
+    /// The `* LIST` line SELECT sends under IMAP4rev2.
+    fn select_list_line(&self, name: &str) -> String {
+        let account = self.account.as_ref().unwrap();
+        let info = account
+            .list_folders()
+            .ok()
+            .and_then(|all| all.into_iter().find(|f| f.name == name));
+        let attrs = match &info {
+            Some(info) => list_attributes(info, false),
+            None => Vec::new(),
+        };
+        let mut line =
+            format!("* LIST ({}) \"/\" ", attrs.join(" ")).into_bytes();
+        push_astring(&mut line, self.wire_name(name).as_bytes());
+        line.extend_from_slice(b"\r\n");
+        String::from_utf8_lossy(&line).into_owned()
     }
 
     /// CLOSE (expunging silently when `expunge`) and UNSELECT.
@@ -291,6 +377,8 @@ impl Imap {
                 patterns.push(p.list_mailbox()?);
             }
             let mut return_subscribed = false;
+            // RETURN (STATUS (...)): RFC 5819, part of IMAP4rev2.
+            let mut return_status = None;
             if p.eat(b' ') {
                 if !p.keyword("RETURN") {
                     return Err("expected RETURN".to_owned());
@@ -299,8 +387,13 @@ impl Imap {
                 p.expect(b'(')?;
                 while !p.eat(b')') {
                     p.eat(b' ');
-                    if p.atom_upper()? == "SUBSCRIBED" {
-                        return_subscribed = true;
+                    match p.atom_upper()?.as_str() {
+                        "SUBSCRIBED" => return_subscribed = true,
+                        "STATUS" => {
+                            p.sp()?;
+                            return_status = Some(status_items(p)?);
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -311,6 +404,7 @@ impl Imap {
                 only_subscribed,
                 only_special,
                 return_subscribed,
+                return_status,
             ))
         })();
         let (
@@ -319,6 +413,7 @@ impl Imap {
             only_subscribed,
             only_special,
             return_subscribed,
+            return_status,
         ) = match args {
             Ok(args) => args,
             Err(e) => return Ok(Reply::Bad(e)),
@@ -363,25 +458,20 @@ impl Imap {
             if !patterns.iter().any(|pat| pattern_match(pat, &wire_folded)) {
                 continue;
             }
-            let mut attrs = vec![if folder.has_children {
-                "\\HasChildren".to_owned()
-            } else {
-                "\\HasNoChildren".to_owned()
-            }];
-            if let Some(special) = &folder.special_use {
-                attrs.push(format!("\\{special}"));
-            }
-            if folder.subscribed
-                && (return_subscribed || only_subscribed)
-                && !lsub
-            {
-                attrs.push("\\Subscribed".to_owned());
-            }
+            let subscribed = (return_subscribed || only_subscribed) && !lsub;
+            let attrs = list_attributes(folder, subscribed);
             out.extend_from_slice(
                 format!("* {verb} ({}) \"/\" ", attrs.join(" ")).as_bytes(),
             );
             push_astring(&mut out, wire.as_bytes());
             out.extend_from_slice(b"\r\n");
+            // A folder whose counters cannot be read gets its LIST line
+            // only (RFC 5819).
+            if let Some(items) = &return_status
+                && let Ok(line) = self.status_line(&folder.name, items)
+            {
+                out.extend_from_slice(&line);
+            }
         }
         self.put(&out)?;
         Ok(Reply::Ok(format!("{verb} completed")))
@@ -392,19 +482,7 @@ impl Imap {
             p.sp()?;
             let name = self.mailbox_arg(p)?;
             p.sp()?;
-            p.expect(b'(')?;
-            let mut items = Vec::new();
-            while !p.eat(b')') {
-                p.eat(b' ');
-                let item = p.atom_upper()?;
-                match item.as_str() {
-                    "MESSAGES" | "RECENT" | "UIDNEXT" | "UIDVALIDITY"
-                    | "UNSEEN" | "SIZE" => items.push(item),
-                    other => {
-                        return Err(format!("unknown STATUS item `{other}`"));
-                    }
-                }
-            }
+            let items = status_items(p)?;
             p.end()?;
             Ok::<_, String>((name, items))
         })();
@@ -412,14 +490,32 @@ impl Imap {
             Ok(args) => args,
             Err(e) => return Ok(Reply::Bad(e)),
         };
-        let status = match self.account.as_ref().unwrap().status(&name) {
-            Ok(status) => status,
+        match self.status_line(&name, &items) {
+            Ok(line) => self.put(&line)?,
             Err(err) => return Ok(store_no(err)),
+        }
+        Ok(Reply::Ok("STATUS completed".into()))
+    }
+
+    /// The `* STATUS` response for folder `name`.
+    fn status_line(
+        &self,
+        name: &str,
+        items: &[String],
+    ) -> Result<Vec<u8>, StoreError> {
+        let status = self.account.as_ref().unwrap().status(name)?;
+        // RFC 9051 STATUS DELETED: the store keeps no such counter, so
+        // count the flags of a snapshot, only when asked.
+        let deleted = if items.iter().any(|i| i == "DELETED") {
+            self.count_deleted(name)?
+        } else {
+            0
         };
         let values: Vec<String> = items
             .iter()
             .map(|item| {
                 let value = match item.as_str() {
+                    "DELETED" => deleted,
                     "MESSAGES" => u64::from(status.messages),
                     "RECENT" => u64::from(status.recent),
                     "UIDNEXT" => u64::from(status.uid_next),
@@ -431,11 +527,26 @@ impl Imap {
             })
             .collect();
         let mut out = b"* STATUS ".to_vec();
-        push_astring(&mut out, self.wire_name(&name).as_bytes());
+        push_astring(&mut out, self.wire_name(name).as_bytes());
         out.extend_from_slice(
             format!(" ({})\r\n", values.join(" ")).as_bytes(),
         );
-        self.put(&out)?;
-        Ok(Reply::Ok("STATUS completed".into()))
+        Ok(out)
     }
+}
+
+/// A parenthesised list of STATUS items, upper-cased.
+fn status_items(p: &mut Parser) -> Parsed<Vec<String>> {
+    p.expect(b'(')?;
+    let mut items = Vec::new();
+    while !p.eat(b')') {
+        p.eat(b' ');
+        let item = p.atom_upper()?;
+        match item.as_str() {
+            "MESSAGES" | "RECENT" | "UIDNEXT" | "UIDVALIDITY" | "UNSEEN"
+            | "SIZE" | "DELETED" => items.push(item),
+            other => return Err(format!("unknown STATUS item `{other}`")),
+        }
+    }
+    Ok(items)
 }

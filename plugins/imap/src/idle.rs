@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use mailhost_sdk::ReadError;
-use mailhost_sdk::mailbox::WaitEvent;
+use mailhost_sdk::mailbox::{OpenMode, WaitEvent};
 
 use crate::limits::{IDLE_KEEPALIVE_MS, IDLE_POLL_MS, MAX_IDLE_MS, MAX_LINE};
 use crate::parse::Parser;
@@ -19,8 +19,18 @@ impl Imap {
         if let Err(e) = p.end() {
             return Ok(Reply::Bad(e));
         }
-        self.sync(true)?;
+        self.sync(true, true)?;
         self.session.write_all(b"+ idling\r\n")?;
+
+        // With no mailbox selected nothing can change for the client,
+        // but IDLE still owes its keepalives: INBOX, opened read-only,
+        // lends its wait, which returns when the client sends DONE.
+        let waiter = match (&self.selected, &self.account) {
+            (None, Some(account)) => {
+                account.open("INBOX", OpenMode::ReadOnly).ok()
+            }
+            _ => None,
+        };
 
         let started = Instant::now();
         // The listener may ask for a shorter keepalive, never a longer one.
@@ -36,20 +46,28 @@ impl Imap {
                 return Err(ReadError::Closed);
             }
 
-            let Some(sel) = self.selected.as_ref() else {
-                // Nothing selected: nothing can change; wait for DONE
-                // under the host's idle timeout.
-                // TODO(#7): no keepalive without a selected mailbox; the
-                // store has no account-wide wait.
-                return self.idle_done();
+            let folder = match (&self.selected, &waiter) {
+                (Some(sel), _) => &sel.folder,
+                (None, Some(waiter)) => waiter,
+                // INBOX could not be opened: wait for DONE under the
+                // host's idle timeout.
+                (None, None) => return self.idle_done(),
             };
             let left = keepalive.saturating_sub(last_sent.elapsed());
             let wait_ms =
                 left.as_millis().clamp(1, u128::from(IDLE_POLL_MS)) as u32;
-            match sel.folder.wait(self.session.connection(), wait_ms)? {
+            match folder.wait(self.session.connection(), wait_ms)? {
                 WaitEvent::Input => return self.idle_done(),
+                WaitEvent::Changed if self.selected.is_none() => {
+                    // Only to take the change in, so that the next wait
+                    // does not report it again.
+                    if let Some(waiter) = &waiter {
+                        let _ = waiter.refresh();
+                    }
+                }
+                WaitEvent::Timeout if self.selected.is_none() => {}
                 WaitEvent::Changed | WaitEvent::Timeout => {
-                    self.sync(true)?;
+                    self.sync(true, true)?;
                     self.session.flush()?;
                 }
             }

@@ -13,6 +13,11 @@ pub const MAX_LITERAL: u64 = 64 * 1024;
 /// Largest non-synchronising literal LITERAL- allows (RFC 7888 section 5).
 pub const LITERAL_MINUS_MAX: u64 = 4096;
 
+/// A refused non-synchronising literal up to this size is read and
+/// dropped so the session can go on; a larger one ends the session,
+/// since skipping it would let one client hold the connection busy.
+pub const MAX_DISCARD: u64 = 256 * 1024;
+
 /// Most bytes one whole command may take, lines and literals together.
 pub const MAX_COMMAND: usize = 1024 * 1024;
 
@@ -57,6 +62,13 @@ pub const IDLE_KEEPALIVE_MS: u32 = 120_000;
 /// appends, other sessions); this catches mail an outside program drops
 /// into the Maildir, which the host is not told about.
 pub const IDLE_POLL_MS: u32 = 2_000;
+
+/// How old the mailbox snapshot may grow before a command rescans the
+/// folder although the host reported no change, in milliseconds. The
+/// host reports changes made through it at once; this bounds how late
+/// a command notices mail an outside program drops into the Maildir.
+/// NOOP, CHECK and IDLE always rescan.
+pub const MAX_SNAPSHOT_AGE_MS: u64 = 2_000;
 
 /// Longest IDLE before we log the client out (RFC 2177 suggests clients
 /// re-issue IDLE every 29 minutes; servers may drop them after 30).

@@ -89,6 +89,9 @@ impl Imap {
             Ok(args) => args,
             Err(e) => return Ok(Reply::Bad(e)),
         };
+        if let Err(e) = self.selected.as_ref().unwrap().check(&set, uid) {
+            return Ok(Reply::Bad(e));
+        }
         if self.selected.as_ref().unwrap().read_only {
             return Ok(Reply::No("[READ-ONLY] Mailbox is read-only".into()));
         }
@@ -144,6 +147,9 @@ impl Imap {
             Ok(args) => args,
             Err(e) => return Ok(Reply::Bad(e)),
         };
+        if let Err(e) = self.selected.as_ref().unwrap().check(&set, uid) {
+            return Ok(Reply::Bad(e));
+        }
         let verb = if moving { "MOVE" } else { "COPY" };
         if moving && self.selected.as_ref().unwrap().read_only {
             return Ok(Reply::No("[READ-ONLY] Mailbox is read-only".into()));
@@ -228,6 +234,9 @@ impl Imap {
         p: &mut Parser,
         uid: bool,
     ) -> Result<Reply, ReadError> {
+        // RFC 5182: a SEARCH that asked to SAVE and failed leaves `$`
+        // empty.
+        let mut wants_save = false;
         let args = (|| {
             p.sp()?;
             let mut returns: Option<Vec<String>> = None;
@@ -244,6 +253,7 @@ impl Imap {
                     ) {
                         return Err(format!("unknown RETURN option `{opt}`"));
                     }
+                    wants_save |= opt == "SAVE";
                     opts.push(opt);
                 }
                 p.sp()?;
@@ -260,20 +270,34 @@ impl Imap {
             }
             Ok(Ok((returns, search::parse_keys(p)?)))
         })();
-        let (returns, key) = match args {
-            Ok(Ok(args)) => args,
-            Ok(Err(())) => {
-                return Ok(Reply::No(
-                    "[BADCHARSET (UTF-8 US-ASCII)] Unknown charset".into(),
-                ));
+        let parsed = match args {
+            Ok(Ok(args)) => Ok(args),
+            Ok(Err(())) => Err(Reply::No(
+                "[BADCHARSET (UTF-8 US-ASCII)] Unknown charset".into(),
+            )),
+            Err(e) => Err(Reply::Bad(e)),
+        };
+        let max_seq = self.selected.as_ref().unwrap().msgs.len() as u32;
+        let checked = parsed.and_then(|(returns, key)| {
+            match search::check_sequences(&key, max_seq) {
+                Ok(()) => Ok((returns, key)),
+                Err(e) => Err(Reply::Bad(e)),
             }
-            Err(e) => return Ok(Reply::Bad(e)),
+        });
+        let (returns, key) = match checked {
+            Ok(args) => args,
+            Err(reply) => {
+                if wants_save {
+                    self.selected.as_mut().unwrap().saved.clear();
+                }
+                return Ok(reply);
+            }
         };
 
         let sel = self.selected.as_ref().unwrap();
-        let max_seq = sel.msgs.len() as u32;
         let max_uid = sel.msgs.last().map_or(0, |m| m.uid);
         let mut hits = Vec::new();
+        let mut hit_uids = Vec::new();
         for (i, m) in sel.msgs.iter().enumerate() {
             let mut view = View {
                 folder: &sel.folder,
@@ -281,10 +305,19 @@ impl Imap {
                 seq: i as u32 + 1,
                 max_seq,
                 max_uid,
+                saved: &sel.saved,
                 header: None,
             };
             if search::matches(&key, &mut view) {
                 hits.push(if uid { m.uid } else { i as u32 + 1 });
+                hit_uids.push(m.uid);
+            }
+        }
+        if wants_save {
+            self.selected.as_mut().unwrap().saved = hit_uids;
+            // SAVE alone asks for no ESEARCH response (RFC 5182).
+            if returns.as_ref().is_some_and(|r| r.len() == 1) {
+                return Ok(Reply::Ok("SEARCH completed, result saved".into()));
             }
         }
 
@@ -407,6 +440,7 @@ struct View<'a> {
     seq: u32,
     max_seq: u32,
     max_uid: u32,
+    saved: &'a [u32],
     header: Option<Vec<u8>>,
 }
 
@@ -493,5 +527,9 @@ impl Candidate for View<'_> {
 
     fn max_uid(&self) -> u32 {
         self.max_uid
+    }
+
+    fn in_saved(&self) -> bool {
+        self.saved.binary_search(&self.msg.uid).is_ok()
     }
 }

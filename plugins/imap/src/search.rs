@@ -52,6 +52,10 @@ pub trait Candidate {
     /// The largest sequence number and UID, for `*`.
     fn max_seq(&self) -> u32;
     fn max_uid(&self) -> u32;
+    /// Whether the message is in the saved result `$` (RFC 5182).
+    fn in_saved(&self) -> bool {
+        false
+    }
 }
 
 fn search_string(p: &mut Parser) -> Parsed<Vec<u8>> {
@@ -189,6 +193,22 @@ fn parse_key(p: &mut Parser, depth: usize) -> Parsed<Key> {
     }
 }
 
+/// Refuse message sequence numbers past the end anywhere in `key`
+/// (see [`SeqSet::check_sequence`]); UID sets are never refused.
+pub fn check_sequences(key: &Key, max: u32) -> Result<(), String> {
+    match key {
+        Key::Seq(set) if set.is_saved() => Ok(()),
+        Key::Seq(set) => set.check_sequence(max),
+        Key::Not(inner) => check_sequences(inner, max),
+        Key::Or(a, b) => {
+            check_sequences(a, max)?;
+            check_sequences(b, max)
+        }
+        Key::And(keys) => keys.iter().try_for_each(|k| check_sequences(k, max)),
+        _ => Ok(()),
+    }
+}
+
 /// ASCII case-insensitive substring test.
 pub fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
     if needle.is_empty() {
@@ -239,6 +259,7 @@ pub fn matches(key: &Key, m: &mut dyn Candidate) -> bool {
         Key::Header(name, needle) => header_matches(m.header(), name, needle),
         Key::Body(needle) => m.contains(needle, false),
         Key::Text(needle) => m.contains(needle, true),
+        Key::Seq(set) | Key::Uid(set) if set.is_saved() => m.in_saved(),
         Key::Seq(set) => set.contains(m.seq(), m.max_seq()),
         Key::Uid(set) => set.contains(m.uid(), m.max_uid()),
         Key::Not(inner) => !matches(inner, m),

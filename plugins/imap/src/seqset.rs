@@ -7,10 +7,12 @@ enum Bound {
     Star,
 }
 
-/// A parsed sequence set: ranges as written, either order allowed.
+/// A parsed sequence set: ranges as written, either order allowed; or
+/// `$`, the result the last `SEARCH RETURN (SAVE)` kept (RFC 5182).
 #[derive(Debug, Clone)]
 pub struct SeqSet {
     ranges: Vec<(Bound, Bound)>,
+    saved: bool,
 }
 
 fn bound(text: &str) -> Option<Bound> {
@@ -25,6 +27,12 @@ fn bound(text: &str) -> Option<Bound> {
 
 impl SeqSet {
     pub fn parse(text: &[u8]) -> Option<SeqSet> {
+        if text == b"$" {
+            return Some(SeqSet {
+                ranges: Vec::new(),
+                saved: true,
+            });
+        }
         let text = std::str::from_utf8(text).ok()?;
         let mut ranges = Vec::new();
         for part in text.split(',') {
@@ -37,7 +45,49 @@ impl SeqSet {
             };
             ranges.push(range);
         }
-        Some(SeqSet { ranges })
+        Some(SeqSet {
+            ranges,
+            saved: false,
+        })
+    }
+
+    /// Whether this is `$`: it names the UIDs of the saved result, for
+    /// the caller to look up.
+    pub fn is_saved(&self) -> bool {
+        self.saved
+    }
+
+    /// Check a message sequence set against a mailbox of `max`
+    /// messages. RFC 3501 and RFC 9051 (section 9, `seq-number`) want a
+    /// tagged BAD for a sequence number above the message count, `*`
+    /// included when the mailbox is empty. A range reaching to `*` is
+    /// cut at the last message instead, the way clients ask for "n and
+    /// everything after" without knowing the count.
+    pub fn check_sequence(&self, max: u32) -> Result<(), String> {
+        for &(a, b) in &self.ranges {
+            let bad = match (a, b) {
+                (Bound::Star, Bound::Star) => (max == 0).then_some(0),
+                (Bound::Number(n), Bound::Number(m)) => {
+                    [n, m].into_iter().find(|&v| v > max)
+                }
+                _ => None,
+            };
+            match bad {
+                Some(0) => {
+                    return Err(
+                        "`*` names no message: the mailbox is empty".to_owned()
+                    );
+                }
+                Some(n) => {
+                    return Err(format!(
+                        "invalid message sequence number {n}: the mailbox \
+                         has {max}"
+                    ));
+                }
+                None => {}
+            }
+        }
+        Ok(())
     }
 
     /// Whether `n` is in the set, `*` standing for `max`. With `max` 0
@@ -127,6 +177,33 @@ mod tests {
         assert_eq!(set.select(&keys, 200), vec![1, 2, 3]);
         let star = SeqSet::parse(b"*:300").unwrap();
         assert_eq!(star.select(&keys, 200), vec![3]);
+    }
+
+    #[test]
+    fn sequence_numbers_past_the_end_are_refused() {
+        let check =
+            |set: &[u8], max| SeqSet::parse(set).unwrap().check_sequence(max);
+        assert!(check(b"1:3,2", 3).is_ok());
+        assert!(check(b"4", 3).is_err());
+        assert!(check(b"2:4", 3).is_err());
+        assert!(check(b"4:2", 3).is_err());
+        // Ranges up to `*` are cut at the end, in either order.
+        assert!(check(b"2:*", 3).is_ok());
+        assert!(check(b"9:*", 3).is_ok());
+        assert!(check(b"*:9", 3).is_ok());
+        assert!(check(b"*:*", 3).is_ok());
+        // A bare `*` in an empty mailbox names nothing.
+        assert!(check(b"*", 0).is_err());
+        assert!(check(b"1", 0).is_err());
+        assert!(check(b"1:*", 0).is_ok());
+    }
+
+    #[test]
+    fn dollar_is_the_saved_result() {
+        let saved = SeqSet::parse(b"$").unwrap();
+        assert!(saved.is_saved() && saved.check_sequence(0).is_ok());
+        assert!(SeqSet::parse(b"1,$").is_none());
+        assert!(!SeqSet::parse(b"1").unwrap().is_saved());
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The session: state, the command loop, dispatch, and the selected
 //! mailbox's mirror of the store snapshot with its untagged updates.
 
-use mailhost_sdk::mailbox::{Account, Folder, MessageInfo};
+use std::time::{Duration, Instant};
+
+use mailhost_sdk::mailbox::{Account, Folder, MessageInfo, WaitEvent};
 use mailhost_sdk::{Connection, Level, ReadError, Session};
 
-use crate::limits::{MAX_BAD_COMMANDS, OUTPUT_HIGH_WATER};
+use crate::limits::{MAX_BAD_COMMANDS, MAX_SNAPSHOT_AGE_MS, OUTPUT_HIGH_WATER};
 use crate::mime::Part;
 use crate::parse::{Parsed, Parser};
 use crate::seqset::SeqSet;
@@ -39,9 +41,15 @@ pub struct Msg {
 
 impl From<&MessageInfo> for Msg {
     fn from(info: &MessageInfo) -> Msg {
+        Msg::from(info.clone())
+    }
+}
+
+impl From<MessageInfo> for Msg {
+    fn from(info: MessageInfo) -> Msg {
         Msg {
             uid: info.uid,
-            flags: info.flags.clone(),
+            flags: info.flags,
             size: info.size,
             date: info.internal_date,
             recent: info.recent,
@@ -58,6 +66,14 @@ pub struct Selected {
     pub uid_next: u32,
     /// Recently parsed MIME trees, by UID, newest last.
     pub structures: Vec<(u32, std::rc::Rc<Part>)>,
+    /// SELECT refreshed the snapshot a moment ago: the update pass after
+    /// it need not even ask the host whether anything changed.
+    pub fresh: bool,
+    /// When the snapshot was last refreshed (see [`Imap::sync`]).
+    pub refreshed_at: Instant,
+    /// UIDs kept by the last `SEARCH RETURN (SAVE)`, ascending: what `$`
+    /// stands for (RFC 5182). Empty after a SELECT or a failed SAVE.
+    pub saved: Vec<u32>,
 }
 
 impl Selected {
@@ -65,8 +81,25 @@ impl Selected {
         self.msgs.binary_search_by_key(&uid, |m| m.uid).ok()
     }
 
+    /// Refuse a sequence set naming messages past the end; a UID set
+    /// may name any UIDs, and those that do not exist pick nothing.
+    pub fn check(&self, set: &SeqSet, uid: bool) -> Result<(), String> {
+        if uid {
+            return Ok(());
+        }
+        set.check_sequence(self.msgs.len() as u32)
+    }
+
     /// Indexes picked by a sequence or UID set, ascending.
     pub fn resolve(&self, set: &SeqSet, uid: bool) -> Vec<usize> {
+        if set.is_saved() {
+            // `$` holds UIDs, whichever form the command takes.
+            return (0..self.msgs.len())
+                .filter(|&i| {
+                    self.saved.binary_search(&self.msgs[i].uid).is_ok()
+                })
+                .collect();
+        }
         if uid {
             let keys: Vec<u32> = self.msgs.iter().map(|m| m.uid).collect();
             let max = keys.last().copied().unwrap_or(0);
@@ -95,6 +128,10 @@ pub struct Imap {
     pub auth_failures: u32,
     /// STARTTLS said OK: upgrade once that reply is out.
     pub tls_pending: bool,
+    /// The listener setting `literal-minus`: advertise LITERAL- instead
+    /// of LITERAL+ and refuse non-synchronising literals over 4096 bytes
+    /// (RFC 7888 section 5). A server offers one or the other.
+    pub literal_minus: bool,
     bad_in_row: u32,
     queued: usize,
 }
@@ -118,6 +155,8 @@ impl Imap {
             rev2: false,
             auth_failures: 0,
             tls_pending: false,
+            literal_minus: mailhost_sdk::settings::get("literal-minus")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
             bad_in_row: 0,
             queued: 0,
         }
@@ -195,7 +234,9 @@ impl Imap {
         self.session.queue(hello.as_bytes());
 
         loop {
-            let incoming = match wire::read_command(&mut self.session) {
+            let read =
+                wire::read_command(&mut self.session, self.literal_minus);
+            let incoming = match read {
                 Ok(incoming) => incoming,
                 Err(err) => {
                     self.goodbye(err);
@@ -234,16 +275,18 @@ impl Imap {
             Incoming::Append { head, size, sync } => {
                 let tag = wire::tag_of(&head);
                 let reply = self.append(&head, size, sync)?;
-                return self.finish(&tag, reply, true);
+                return self.finish(&tag, reply, true, false);
             }
             Incoming::TooLong { tag } => {
                 self.put_str(&format!("{tag} BAD Command line too long\r\n"))?;
                 self.put_str("* BYE Command line too long\r\n")?;
                 return Ok(Flow::Stop);
             }
-            Incoming::LiteralTooLarge { tag, sync } => {
-                self.put_str(&format!("{tag} BAD Literal too large\r\n"))?;
-                if sync {
+            Incoming::LiteralTooLarge { tag, skipped } => {
+                self.put_str(&format!(
+                    "{tag} BAD [TOOBIG] Literal too large\r\n"
+                ))?;
+                if skipped {
                     return self.count_bad();
                 }
                 // Its bytes are already on the way: they must never run
@@ -282,7 +325,10 @@ impl Imap {
             return Ok(Flow::Stop);
         }
         let (reply, allow_expunge) = self.dispatch(&tag, &command, &mut p)?;
-        let flow = self.finish(&tag, reply, allow_expunge)?;
+        // NOOP and CHECK are how clients poll (RFC 3501 6.1.2, 6.4.1):
+        // they always rescan the folder.
+        let rescan = matches!(command.as_str(), "NOOP" | "CHECK");
+        let flow = self.finish(&tag, reply, allow_expunge, rescan)?;
         if self.tls_pending {
             self.tls_pending = false;
             self.session.flush()?;
@@ -297,8 +343,9 @@ impl Imap {
         tag: &str,
         reply: Reply,
         allow_expunge: bool,
+        rescan: bool,
     ) -> Result<Flow, ReadError> {
-        self.sync(allow_expunge)?;
+        self.sync(allow_expunge, rescan)?;
         let (status, text, bad) = match reply {
             Reply::Ok(text) => ("OK", text, false),
             Reply::No(text) => ("NO", text, false),
@@ -435,12 +482,47 @@ impl Imap {
     }
 
     /// Take in what changed in the store and tell the client.
-    pub fn sync(&mut self, allow_expunge: bool) -> Result<(), ReadError> {
+    ///
+    /// The refresh rescans the whole folder (over 100 ms at 100,000
+    /// messages), so it is skipped when the host reports no change since
+    /// the last one and the snapshot is younger than
+    /// [`MAX_SNAPSHOT_AGE_MS`]; `rescan` forces it. Changes made through
+    /// the host (deliveries, appends, other sessions) are reported at
+    /// once; files an outside program drops into the Maildir show up
+    /// within that age.
+    pub fn sync(
+        &mut self,
+        allow_expunge: bool,
+        rescan: bool,
+    ) -> Result<(), ReadError> {
         let Some(sel) = self.selected.as_mut() else {
             return Ok(());
         };
+        let young = sel.refreshed_at.elapsed()
+            < Duration::from_millis(MAX_SNAPSHOT_AGE_MS);
+        // SELECT refreshed a moment ago; otherwise ask the host, without
+        // waiting, whether anything changed. Pending input says nothing
+        // about changes, so it refreshes too.
+        let unchanged = !rescan
+            && young
+            && (std::mem::take(&mut sel.fresh)
+                || matches!(
+                    sel.folder.wait(self.session.connection(), 0),
+                    Ok(WaitEvent::Timeout)
+                ));
+        if unchanged {
+            if allow_expunge {
+                self.flush_expunges()?;
+            }
+            return Ok(());
+        }
+        sel.fresh = false;
+
         let changes = match sel.folder.refresh() {
-            Ok(changes) => changes,
+            Ok(changes) => {
+                sel.refreshed_at = Instant::now();
+                changes
+            }
             Err(err) => {
                 mailhost_sdk::log(
                     Level::Warn,
@@ -543,9 +625,43 @@ pub fn no_args(p: &mut Parser, reply: Reply) -> Reply {
 /// `(\Seen \Recent ...)` for a message. IMAP4rev2 dropped `\Recent`
 /// (RFC 9051 appendix E), so `rev2` leaves it out.
 pub fn flag_list(m: &Msg, rev2: bool) -> String {
-    let mut flags = m.flags.clone();
-    if m.recent && !rev2 {
-        flags.push("\\Recent".to_owned());
+    let mut out = Vec::new();
+    push_flags(&mut out, m, rev2);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Append [`flag_list`] to `out` without allocating: FETCH 1:* writes
+/// it once per message, so it sits on the hot path.
+pub fn push_flags(out: &mut Vec<u8>, m: &Msg, rev2: bool) {
+    out.push(b'(');
+    for (i, flag) in m.flags.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.extend_from_slice(flag.as_bytes());
     }
-    format!("({})", flags.join(" "))
+    if m.recent && !rev2 {
+        if !m.flags.is_empty() {
+            out.push(b' ');
+        }
+        out.extend_from_slice(b"\\Recent");
+    }
+    out.push(b')');
+}
+
+/// Append the decimal digits of `n` to `out`, without the formatting
+/// machinery (FETCH 1:* writes several numbers per message).
+pub fn push_number(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }

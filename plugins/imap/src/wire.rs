@@ -3,7 +3,10 @@
 
 use mailhost_sdk::{ReadError, Session};
 
-use crate::limits::{MAX_COMMAND, MAX_LINE, MAX_LITERAL, OUTPUT_HIGH_WATER};
+use crate::limits::{
+    LITERAL_MINUS_MAX, MAX_COMMAND, MAX_DISCARD, MAX_LINE, MAX_LITERAL,
+    OUTPUT_HIGH_WATER,
+};
 use crate::parse::Parser;
 
 /// One unit of client input.
@@ -22,11 +25,14 @@ pub enum Incoming {
     /// A line longer than [`MAX_LINE`], or a whole command larger than
     /// [`MAX_COMMAND`]. What follows cannot be framed safely.
     TooLong { tag: String },
-    /// A literal above [`MAX_LITERAL`]. A synchronising one was refused
-    /// before the client sent it, so the session goes on; a
-    /// non-synchronising one is already on its way and the session must
-    /// end, so that its bytes never run as commands.
-    LiteralTooLarge { tag: String, sync: bool },
+    /// A literal above [`MAX_LITERAL`], or a non-synchronising one over
+    /// [`LITERAL_MINUS_MAX`] under LITERAL-. A synchronising one was
+    /// refused before the client sent it. A non-synchronising one was
+    /// already on its way: `skipped` says its bytes (and the rest of the
+    /// command) were read and dropped, so the session goes on; when it
+    /// is false they were too many to skip and the session must end, so
+    /// that they never run as commands.
+    LiteralTooLarge { tag: String, skipped: bool },
 }
 
 /// A literal marker at the end of `line`: its size, whether it is
@@ -84,9 +90,42 @@ fn strip_eol(line: &[u8]) -> Option<&[u8]> {
     Some(line.strip_suffix(b"\r").unwrap_or(line))
 }
 
+/// Read and drop the rest of a refused command: `size` literal bytes
+/// already on their way, then the lines after them. A further
+/// non-synchronising literal is dropped the same way; a synchronising
+/// one ends the command, since its client waits for a continuation
+/// that never comes. False when a literal is too large to skip.
+pub fn discard_command(
+    session: &mut Session,
+    mut size: u64,
+) -> Result<bool, ReadError> {
+    let mut total = 0u64;
+    loop {
+        total += size;
+        if total > MAX_DISCARD {
+            return Ok(false);
+        }
+        session.read_exact_with(size, |_| {})?;
+
+        let line = session.read_line(MAX_LINE)?;
+        if !line.complete {
+            return Ok(false);
+        }
+        match literal_marker(line.content()) {
+            Some((next, false, _)) => size = next,
+            _ => return Ok(true),
+        }
+    }
+}
+
 /// Read one command, sending `+` continuations for synchronising
-/// literals.
-pub fn read_command(session: &mut Session) -> Result<Incoming, ReadError> {
+/// literals. Under `literal_minus` (RFC 7888 LITERAL-) a
+/// non-synchronising literal may hold at most [`LITERAL_MINUS_MAX`]
+/// bytes.
+pub fn read_command(
+    session: &mut Session,
+    literal_minus: bool,
+) -> Result<Incoming, ReadError> {
     let mut buf = Vec::new();
     loop {
         let line = session.read_line_part(MAX_LINE)?;
@@ -113,13 +152,13 @@ pub fn read_command(session: &mut Session) -> Result<Incoming, ReadError> {
                 sync,
             });
         }
-        let too_large =
-            size > MAX_LITERAL || buf.len() as u64 + size > MAX_COMMAND as u64;
+        let too_large = size > MAX_LITERAL
+            || buf.len() as u64 + size > MAX_COMMAND as u64
+            || (literal_minus && !sync && size > LITERAL_MINUS_MAX);
         if too_large {
-            return Ok(Incoming::LiteralTooLarge {
-                tag: tag_of(&buf),
-                sync,
-            });
+            let tag = tag_of(&buf);
+            let skipped = sync || discard_command(session, size)?;
+            return Ok(Incoming::LiteralTooLarge { tag, skipped });
         }
 
         if sync {

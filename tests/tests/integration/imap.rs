@@ -449,9 +449,12 @@ fn imaplib_exercises_every_command() {
     );
 }
 
-/// APPEND `data` to `mailbox` with a synchronising literal.
+/// APPEND `data` to `mailbox` with a synchronising literal; a literal8
+/// (RFC 3516) when it holds NUL bytes, which a plain literal may not.
 fn append(wire: &mut Wire, mailbox: &str, data: &[u8]) -> Vec<String> {
-    wire.send(format!("ap APPEND {mailbox} {{{}}}\r\n", data.len()).as_bytes());
+    let binary = if data.contains(&0) { "~" } else { "" };
+    let len = data.len();
+    wire.send(format!("ap APPEND {mailbox} {binary}{{{len}}}\r\n").as_bytes());
     let cont = wire.line();
     assert!(cont.starts_with('+'), "no continuation: {cont:?}");
     wire.send(data);
@@ -554,7 +557,7 @@ fn attack_huge_nonsync_literal_never_runs_as_commands() {
     let host = start("");
     let mut c = Wire::connect(host.addr("imap"));
     c.send(b"a1 LOGIN alice {999999999+}\r\nb1 CAPABILITY\r\nb2 LOGOUT\r\n");
-    assert_eq!(c.line(), "a1 BAD Literal too large");
+    assert_eq!(c.line(), "a1 BAD [TOOBIG] Literal too large");
     assert!(c.line().starts_with("* BYE"));
     // Nothing of the literal's bytes ran: no reply to b1 or b2.
     assert!(c.closed());
@@ -565,7 +568,7 @@ fn attack_huge_sync_literal_gets_bad_and_no_continuation() {
     let host = start("");
     let mut c = Wire::connect(host.addr("imap"));
     c.send(b"a1 LOGIN alice {99999999999999999999999}\r\n");
-    assert_eq!(c.line(), "a1 BAD Literal too large");
+    assert_eq!(c.line(), "a1 BAD [TOOBIG] Literal too large");
     let r = c.cmd("a2 NOOP");
     assert_eq!(r, vec!["a2 OK NOOP completed".to_owned()]);
 }
@@ -1295,4 +1298,563 @@ fn search_body_sees_through_transfer_encodings() {
         ok(&c.cmd("f3 SEARCH TEXT \"corpus-000@\" NOT BODY \"corpus-000\""))
             .to_vec();
     assert_eq!(r[0], "* SEARCH 3");
+}
+
+/// The capability line of a fresh session.
+fn capabilities(c: &mut Wire) -> String {
+    let r = ok(&c.cmd("cap CAPABILITY")).to_vec();
+    r[0].clone()
+}
+
+#[test]
+fn literal_plus_by_default_literal_minus_on_request() {
+    let host = start("");
+    let mut c = Wire::connect(host.addr("imap"));
+    let caps = capabilities(&mut c);
+    assert!(caps.contains(" LITERAL+") && !caps.contains("LITERAL-"));
+    // Under LITERAL+ a non-synchronising literal over 4096 bytes is fine.
+    let id = "v".repeat(5000);
+    c.send(format!("a1 ID (\"x\" {{5000+}}\r\n{id})\r\n").as_bytes());
+    ok(&c.until("a1"));
+
+    // RFC 7888: a server offers LITERAL+ or LITERAL-, not both.
+    let host = start_with("", "tls = \"none\"", "literal-minus = \"true\"");
+    let mut c = Wire::connect(host.addr("imap"));
+    let caps = capabilities(&mut c);
+    assert!(caps.contains(" LITERAL-") && !caps.contains("LITERAL+"));
+    let id = "v".repeat(4096);
+    c.send(format!("a2 ID (\"x\" {{4096+}}\r\n{id})\r\n").as_bytes());
+    ok(&c.until("a2"));
+    // Larger ones still work as synchronising literals.
+    c.send(b"a3 ID (\"x\" {5000}\r\n");
+    assert!(c.line().starts_with("+ "));
+    c.send(format!("{})\r\n", "v".repeat(5000)).as_bytes());
+    ok(&c.until("a3"));
+}
+
+#[test]
+fn attack_literal_minus_nonsync_over_4096_gets_toobig_and_never_runs() {
+    let host = start_with("", "tls = \"none\"", "literal-minus = \"true\"");
+    let mut c = Wire::login(host.addr("imap"));
+
+    // 4097 bytes of literal made of command lines, then a second
+    // non-synchronising literal on the same command: none of it may run.
+    let mut literal = b"x1 CREATE Injected\r\n".repeat(204);
+    literal.extend_from_slice(b"abcdefghijklmnopq");
+    assert_eq!(literal.len(), 4097);
+    c.send(b"a1 ID (\"x\" {4097+}\r\n");
+    c.send(&literal);
+    c.send(b" \"y\" {20+}\r\nx2 CREATE Injected\r\n)\r\n");
+    assert_eq!(c.line(), "a1 BAD [TOOBIG] Literal too large");
+    let r = ok(&c.cmd("a2 LIST \"\" Injected")).to_vec();
+    assert_eq!(r.len(), 1, "a command in the literal ran: {r:?}");
+
+    // The same for the message of an APPEND.
+    let mut message = b"x3 CREATE Injected\r\n".repeat(250);
+    message.truncate(4100);
+    c.send(b"a3 APPEND INBOX {4100+}\r\n");
+    c.send(&message);
+    c.send(b"\r\n");
+    let r = c.until("a3");
+    assert!(r[0].starts_with("a3 BAD [TOOBIG]"), "{r:?}");
+    let r = ok(&c.cmd("a4 STATUS INBOX (MESSAGES)")).to_vec();
+    assert_eq!(r[0], "* STATUS INBOX (MESSAGES 0)");
+    let r = ok(&c.cmd("a5 LIST \"\" Injected")).to_vec();
+    assert_eq!(r.len(), 1, "a command in the message ran: {r:?}");
+}
+
+#[test]
+fn sequence_numbers_past_the_end_get_bad_uid_sets_are_empty() {
+    let host = start("");
+    let mut c = Wire::login(host.addr("imap"));
+    // A bare `*` in an empty mailbox names no message (RFC 9051 9).
+    ok(&c.cmd("e1 SELECT INBOX"));
+    let r = c.cmd("e2 FETCH * FLAGS");
+    assert!(r[0].starts_with("e2 BAD"), "{r:?}");
+    let r = ok(&c.cmd("e3 FETCH 1:* FLAGS")).to_vec();
+    assert_eq!(r.len(), 1, "{r:?}");
+    for n in 1..=3 {
+        append(&mut c, "INBOX", &message(&format!("m{n}"), "body"));
+    }
+    ok(&c.cmd("s1 SELECT INBOX"));
+
+    // A message number past the count is BAD in every command.
+    for (tag, command) in [
+        ("b1", "FETCH 4 FLAGS"),
+        ("b2", "FETCH 2:5 FLAGS"),
+        ("b3", "FETCH 1,7 FLAGS"),
+        ("b4", "STORE 9 +FLAGS (\\Seen)"),
+        ("b5", "COPY 4 Trash"),
+        ("b6", "MOVE 4:2 Trash"),
+        ("b7", "SEARCH 5"),
+        ("b8", "SEARCH OR SEEN NOT 1:10"),
+        ("b9", "UID SEARCH 4"),
+    ] {
+        let r = c.cmd(&format!("{tag} {command}"));
+        assert!(
+            r.last().unwrap().starts_with(&format!("{tag} BAD")),
+            "{command}: {r:?}"
+        );
+        assert_eq!(r.len(), 1, "{command} still did something: {r:?}");
+    }
+    let r = ok(&c.cmd("b10 STATUS Trash (MESSAGES)")).to_vec();
+    assert_eq!(r[0], "* STATUS Trash (MESSAGES 0)");
+
+    // Ranges to `*` end at the last message, in either order.
+    let r = ok(&c.cmd("r1 FETCH 2:* UID")).to_vec();
+    assert_eq!(r.len(), 3, "{r:?}");
+    let r = ok(&c.cmd("r2 FETCH 9:* UID")).to_vec();
+    assert_eq!(r[0], "* 3 FETCH (UID 3)");
+    let r = ok(&c.cmd("r3 FETCH *:* UID")).to_vec();
+    assert_eq!(r[0], "* 3 FETCH (UID 3)");
+    let r = ok(&c.cmd("r4 SEARCH 2:*")).to_vec();
+    assert_eq!(r[0], "* SEARCH 2 3");
+
+    // UID sets past the end are simply empty.
+    for (tag, command) in [
+        ("u1", "UID FETCH 4:100 FLAGS"),
+        ("u2", "UID FETCH 4294967295 FLAGS"),
+        ("u3", "UID STORE 99 +FLAGS (\\Seen)"),
+        ("u4", "UID COPY 99 Trash"),
+        ("u5", "UID MOVE 99 Trash"),
+        ("u6", "UID EXPUNGE 99"),
+    ] {
+        let r = ok(&c.cmd(&format!("{tag} {command}"))).to_vec();
+        assert_eq!(r.len(), 1, "{command}: {r:?}");
+    }
+    let r = ok(&c.cmd("u7 UID SEARCH UID 4:4294967295")).to_vec();
+    assert_eq!(r[0], "* SEARCH");
+    let r = ok(&c.cmd("u8 UID FETCH 3:4294967295 UID")).to_vec();
+    assert_eq!(r[0], "* 3 FETCH (UID 3)");
+    // 2^32 and 0 are no UIDs at all.
+    for (tag, set) in [("u9", "4294967296"), ("u10", "0"), ("u11", "1:0")] {
+        let r = c.cmd(&format!("{tag} UID FETCH {set} UID"));
+        assert!(r[0].starts_with(&format!("{tag} BAD")), "{r:?}");
+    }
+}
+
+#[test]
+fn search_charset_utf8_and_us_ascii_work_others_get_badcharset() {
+    let host = start("");
+    let mut c = Wire::login(host.addr("imap"));
+    let cafe = "From: a@example.net\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n\
+                \r\nd\u{e9}j\u{e0} vu\r\n";
+    append(&mut c, "INBOX", cafe.as_bytes());
+    append(&mut c, "INBOX", &message("plain", "nothing"));
+    ok(&c.cmd("s1 SELECT INBOX"));
+
+    let r = ok(&c.cmd("c1 SEARCH CHARSET UTF-8 ALL")).to_vec();
+    assert_eq!(r[0], "* SEARCH 1 2");
+    let r = ok(&c.cmd("c2 SEARCH CHARSET us-ascii SUBJECT plain")).to_vec();
+    assert_eq!(r[0], "* SEARCH 2");
+    // A UTF-8 needle, sent as a literal, matches the decoded subject
+    // and the 8-bit body.
+    for (tag, key, needle) in [
+        ("c3", "SUBJECT", "caf\u{e9}"),
+        ("c4", "BODY", "d\u{e9}j\u{e0}"),
+    ] {
+        let len = needle.len();
+        c.send(
+            format!("{tag} SEARCH CHARSET UTF-8 {key} {{{len}}}\r\n")
+                .as_bytes(),
+        );
+        assert!(c.line().starts_with("+ "));
+        c.send(format!("{needle}\r\n").as_bytes());
+        let r = ok(&c.until(tag)).to_vec();
+        assert_eq!(r[0], "* SEARCH 1", "{key}");
+    }
+    for (tag, charset) in [("c5", "KOI8-R"), ("c6", "\"ISO-8859-1\"")] {
+        let r = c.cmd(&format!("{tag} SEARCH CHARSET {charset} ALL"));
+        assert_eq!(
+            r,
+            vec![format!(
+                "{tag} NO [BADCHARSET (UTF-8 US-ASCII)] Unknown charset"
+            )]
+        );
+    }
+    ok(&c.cmd("c7 NOOP"));
+}
+
+#[test]
+fn idle_without_a_selected_mailbox_sends_keepalives() {
+    let host = start_with("", "tls = \"none\"", "idle-keepalive-ms = 500");
+    let mut c = Wire::login(host.addr("imap"));
+    c.send(b"i1 IDLE\r\n");
+    assert!(c.line().starts_with("+ "));
+    let started = Instant::now();
+    assert_eq!(c.line(), "* OK Still here");
+    assert_eq!(c.line(), "* OK Still here");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    c.send(b"DONE\r\n");
+    assert_eq!(c.line(), "i1 OK IDLE terminated");
+}
+
+#[test]
+fn idle_outlives_the_autologout_which_applies_outside_it() {
+    let host = start_with(
+        "",
+        "tls = \"none\"\nidle-timeout = 2",
+        "idle-keepalive-ms = 500",
+    );
+    let mut c = Wire::login(host.addr("imap"));
+    ok(&c.cmd("s1 SELECT INBOX"));
+    c.send(b"i1 IDLE\r\n");
+    assert!(c.line().starts_with("+ "));
+    // Twice the idle timeout in IDLE, and the session is still there.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        assert_eq!(c.line(), "* OK Still here");
+    }
+    c.send(b"DONE\r\n");
+    assert_eq!(c.line(), "i1 OK IDLE terminated");
+
+    // Outside IDLE the autologout applies again.
+    let line = c.line();
+    assert!(line.starts_with("* BYE"), "{line:?}");
+}
+
+#[test]
+fn enable_imap4rev2_changes_response_forms() {
+    let host = start("");
+    deliver(&host, &message("new", "body"));
+    let mut c = Wire::login(host.addr("imap"));
+    append(&mut c, "INBOX", &message("old", "body"));
+
+    // IMAP4rev1 forms first.
+    let r = ok(&c.cmd("a1 SELECT INBOX")).to_vec();
+    assert!(has(&r, " RECENT") && has(&r, "[UNSEEN 1]"), "{r:?}");
+    assert!(!has(&r, "* LIST"), "{r:?}");
+    let r = ok(&c.cmd("a2 FETCH 1:* FLAGS")).to_vec();
+    assert!(has(&r, "\\Recent"), "{r:?}");
+    let r = ok(&c.cmd("a3 SEARCH ALL")).to_vec();
+    assert_eq!(r[0], "* SEARCH 1 2");
+    let r = c.cmd("a4 ENABLE IMAP4rev2");
+    assert!(
+        r[0].starts_with("a4 BAD"),
+        "ENABLE in selected state: {r:?}"
+    );
+    ok(&c.cmd("a5 UNSELECT"));
+
+    let r = ok(&c.cmd("b1 ENABLE IMAP4rev2")).to_vec();
+    assert_eq!(r[0], "* ENABLED IMAP4rev2");
+    // Enabled once, it is not reported again.
+    let r = ok(&c.cmd("b2 ENABLE IMAP4rev2")).to_vec();
+    assert_eq!(r[0], "* ENABLED");
+
+    // RFC 9051: no RECENT, no UNSEEN code, a LIST response instead.
+    let r = ok(&c.cmd("b3 SELECT inbox")).to_vec();
+    assert!(!has(&r, "RECENT") && !has(&r, "UNSEEN"), "{r:?}");
+    assert!(has(&r, "* 2 EXISTS") && has(&r, "[UIDNEXT 3]"), "{r:?}");
+    assert!(has(&r, "* LIST (\\HasNoChildren) \"/\" INBOX"), "{r:?}");
+    let r = ok(&c.cmd("b4 FETCH 1:* FLAGS")).to_vec();
+    assert_eq!(r[..2], ["* 1 FETCH (FLAGS ())", "* 2 FETCH (FLAGS ())"]);
+    // ESEARCH replaces SEARCH; ALL is left out when nothing matched.
+    let r = ok(&c.cmd("b5 SEARCH ALL")).to_vec();
+    assert_eq!(r[0], "* ESEARCH (TAG \"b5\") ALL 1:2");
+    let r = ok(&c.cmd("b6 UID SEARCH DELETED")).to_vec();
+    assert_eq!(r[0], "* ESEARCH (TAG \"b6\") UID");
+    // STATUS DELETED (RFC 9051 6.3.11) of the selected mailbox and of
+    // another one.
+    ok(&c.cmd("b7 STORE 2 +FLAGS.SILENT (\\Deleted)"));
+    let r = ok(&c.cmd("b8 STATUS INBOX (MESSAGES DELETED)")).to_vec();
+    assert_eq!(r[0], "* STATUS INBOX (MESSAGES 2 DELETED 1)");
+    ok(&c.cmd("b9 COPY 2 Trash"));
+    let r = ok(&c.cmd("b10 STATUS Trash (DELETED)")).to_vec();
+    assert_eq!(r[0], "* STATUS Trash (DELETED 1)");
+    // A second SELECT closes the first with the CLOSED code.
+    let r = ok(&c.cmd("b11 EXAMINE Trash")).to_vec();
+    assert_eq!(r[0], "* OK [CLOSED] Previous mailbox closed");
+    assert!(
+        has(&r, "* LIST (\\HasNoChildren \\Trash) \"/\" Trash"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn attack_append_with_nul_gets_bad_binary_and_bare_lf_are_taken() {
+    let host = start("");
+    let mut c = Wire::login(host.addr("imap"));
+
+    // NUL is not allowed in a literal (RFC 3501 CHAR8): nothing stored.
+    let nul = b"Subject: nul\r\n\r\na\0b\r\n";
+    c.send(format!("a1 APPEND INBOX {{{}+}}\r\n", nul.len()).as_bytes());
+    c.send(nul);
+    c.send(b"\r\n");
+    let r = c.until("a1");
+    assert!(r[0].starts_with("a1 BAD"), "{r:?}");
+    let r = ok(&c.cmd("a2 STATUS INBOX (MESSAGES)")).to_vec();
+    assert_eq!(r[0], "* STATUS INBOX (MESSAGES 0)");
+
+    // As a literal8 (RFC 3516 BINARY) it is taken whole.
+    c.send(format!("a3 APPEND INBOX ~{{{}+}}\r\n", nul.len()).as_bytes());
+    c.send(nul);
+    c.send(b"\r\n");
+    let r = ok(&c.until("a3")).to_vec();
+    assert!(r[0].contains("[APPENDUID "), "{r:?}");
+
+    // Bare LF line ends are stored with CRLF, and the size says so.
+    let lf = b"Subject: lf\n\nline one\nline two\n";
+    c.send(format!("a4 APPEND INBOX {{{}+}}\r\n", lf.len()).as_bytes());
+    c.send(lf);
+    c.send(b"\r\n");
+    ok(&c.until("a4"));
+    ok(&c.cmd("s1 SELECT INBOX"));
+    c.send(b"f1 FETCH 2 (RFC822.SIZE BODY.PEEK[])\r\n");
+    let reply = c.raw_line();
+    let crlf = b"Subject: lf\r\n\r\nline one\r\nline two\r\n";
+    let mut want = format!(
+        "* 2 FETCH (RFC822.SIZE {} BODY[] {{{}}}\r\n",
+        crlf.len(),
+        crlf.len()
+    )
+    .into_bytes();
+    want.extend_from_slice(crlf);
+    want.push(b')');
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        String::from_utf8_lossy(&want)
+    );
+    ok(&c.until("f1"));
+}
+
+#[test]
+fn attack_deep_nesting_in_search_gets_bad_and_session_goes_on() {
+    let host = start("");
+    let mut c = Wire::login(host.addr("imap"));
+    ok(&c.cmd("s1 SELECT INBOX"));
+    let parens = format!("{}ALL{}", "(".repeat(100), ")".repeat(100));
+    let ors = format!("{}ALL{}", "OR ALL ".repeat(100), "");
+    let nots = format!("{}ALL", "NOT ".repeat(1000));
+    let wide = format!("{}ALL{}", "OR ".repeat(20_000), " ALL".repeat(20_000));
+    for (tag, keys) in [("d1", parens), ("d2", ors), ("d3", nots), ("d4", wide)]
+    {
+        let r = c.cmd(&format!("{tag} SEARCH {keys}"));
+        assert_eq!(r, vec![format!("{tag} BAD nested too deeply")]);
+    }
+    // Within the limit, nesting works.
+    let fine = format!("{}ALL{}", "(".repeat(10), ")".repeat(10));
+    ok(&c.cmd(&format!("d5 SEARCH NOT NOT {fine}")));
+}
+
+#[test]
+fn attack_invalid_modified_utf7_names_get_bad() {
+    let host = start("");
+    let mut c = Wire::login(host.addr("imap"));
+    for (tag, name) in [
+        ("m1", "&AGE"),               // never shifted back
+        ("m2", "&Jjo!"),              // not base64
+        ("m3", "&AGEAQQ-"),           // ASCII hidden in base64
+        ("m4", "&U,BTFw-&ZeVnLIqe-"), // two shifts in a row
+        ("m5", "&2D0-"),              // a lone surrogate
+        ("m6", "caf\u{e9}"),          // raw 8-bit outside IMAP4rev2
+    ] {
+        let r = c.cmd(&format!("{tag} CREATE \"{name}\""));
+        assert!(r[0].starts_with(&format!("{tag} BAD")), "{name}: {r:?}");
+    }
+    let r = ok(&c.cmd("l1 LIST \"\" *")).to_vec();
+    assert_eq!(r.len(), 7, "only INBOX and the special-use folders: {r:?}");
+}
+
+/// Folder size for the CPU-slice test: the bench's large folder.
+const BIG_FOLDER: usize = 100_000;
+
+// TODO(#7): the debug host fails this through no fault of the plugin:
+// the host does not credit a host call to the CPU slice when its result
+// is lowered into guest memory (`messages`, `refresh`), and the first
+// refreshes after numbering 100,000 files take about a second there.
+// Passes against a release host:
+// `MAILHOST_BIN=/work/target-bench/release/mailhost cargo test -p
+// mailhost-tests --test integration imap::select_fetch -- --ignored`.
+#[test]
+#[ignore = "needs a release host until the host credits lowered results"]
+fn select_fetch_search_of_100000_messages_fit_the_default_cpu_slice() {
+    // The listener keeps the default CPU slice of one second.
+    let host = start("");
+    let cur = maildir(&host).join("cur");
+    std::fs::create_dir_all(&cur).unwrap();
+    let body = message("big", "tiny body");
+    for n in 0..BIG_FOLDER {
+        let seen = if n % 2 == 0 { "S" } else { "" };
+        let name = format!("1700000000.M{n}P1.big,S={}:2,{seen}", body.len());
+        std::fs::write(cur.join(name), &body).unwrap();
+    }
+
+    let mut c = Wire::login(host.addr("imap"));
+    for round in 0..2 {
+        let r = ok(&c.cmd(&format!("s{round} SELECT INBOX"))).to_vec();
+        assert!(has(&r, &format!("* {BIG_FOLDER} EXISTS")), "{r:?}");
+        let r = c.cmd(&format!("f{round} FETCH 1:* (UID FLAGS RFC822.SIZE)"));
+        assert_eq!(r.len(), BIG_FOLDER + 1, "{:?}", &r[r.len() - 2..]);
+        assert!(r.last().unwrap().starts_with(&format!("f{round} OK")));
+        let r = ok(&c.cmd(&format!("q{round} SEARCH ALL"))).to_vec();
+        assert!(r[0].ends_with(&format!(" {BIG_FOLDER}")));
+        let r = ok(&c.cmd(&format!("u{round} UID SEARCH SEEN"))).to_vec();
+        assert_eq!(r[0].split(' ').count(), 2 + BIG_FOLDER / 2);
+    }
+    assert!(!host.log().contains("trapped"), "{}", host.log());
+}
+
+#[test]
+fn updates_reach_other_sessions_at_their_next_command() {
+    let host = start("");
+    for n in 1..=2 {
+        deliver(&host, &message(&format!("m{n}"), "body"));
+    }
+    let mut a = Wire::login(host.addr("imap"));
+    let mut b = Wire::login(host.addr("imap"));
+    ok(&a.cmd("a1 SELECT INBOX"));
+    ok(&b.cmd("b1 SELECT INBOX"));
+
+    // A change made through the host shows at once, after any command.
+    ok(&b.cmd("b2 STORE 1 +FLAGS.SILENT (\\Flagged)"));
+    let r = ok(&a.cmd("a2 FETCH 2 UID")).to_vec();
+    assert!(has(&r, "* 1 FETCH (UID 1 FLAGS (\\Flagged"), "{r:?}");
+    append(&mut b, "INBOX", &message("m3", "body"));
+    let r = ok(&a.cmd("a3 SEARCH ALL")).to_vec();
+    assert_eq!(r[..2], ["* SEARCH 1 2", "* 3 EXISTS"]);
+
+    // A file an outside program drops in: NOOP sees it at once, other
+    // commands once the snapshot is two seconds old.
+    deliver(&host, &message("m4", "body"));
+    let r = ok(&a.cmd("a4 NOOP")).to_vec();
+    assert_eq!(r[0], "* 4 EXISTS");
+    deliver(&host, &message("m5", "body"));
+    std::thread::sleep(Duration::from_millis(2100));
+    let r = ok(&a.cmd("a5 FETCH 1 UID")).to_vec();
+    assert!(has(&r, "* 5 EXISTS"), "{r:?}");
+}
+
+#[test]
+fn searchres_saves_a_result_for_dollar() {
+    let host = start("");
+    let mut c = Wire::login(host.addr("imap"));
+    assert!(capabilities(&mut c).contains(" ESEARCH SEARCHRES"));
+    for n in 1..=4 {
+        append(&mut c, "INBOX", &message(&format!("m{n}"), "body"));
+    }
+    ok(&c.cmd("s1 SELECT INBOX"));
+
+    // Nothing saved yet: `$` is empty, not an error.
+    let r = ok(&c.cmd("a1 FETCH $ UID")).to_vec();
+    assert_eq!(r.len(), 1, "{r:?}");
+    // SAVE alone sends no ESEARCH (RFC 5182).
+    let r = ok(&c.cmd("a2 SEARCH RETURN (SAVE) 2:3")).to_vec();
+    assert_eq!(r.len(), 1, "{r:?}");
+    let r = ok(&c.cmd("a3 UID FETCH $ UID")).to_vec();
+    assert_eq!(r[..2], ["* 2 FETCH (UID 2)", "* 3 FETCH (UID 3)"]);
+    let r = ok(&c.cmd("a4 SEARCH $ NOT 3")).to_vec();
+    assert_eq!(r[0], "* SEARCH 2");
+    ok(&c.cmd("a5 STORE $ +FLAGS.SILENT (\\Deleted)"));
+    let r = ok(&c.cmd("a6 SEARCH DELETED")).to_vec();
+    assert_eq!(r[0], "* SEARCH 2 3");
+
+    // With other options the ESEARCH comes too; `$` follows UIDs, so
+    // it still names the same messages after an EXPUNGE.
+    let r = ok(&c.cmd("a7 UID SEARCH RETURN (SAVE COUNT) 4")).to_vec();
+    assert_eq!(r[0], "* ESEARCH (TAG \"a7\") UID COUNT 1");
+    ok(&c.cmd("a8 EXPUNGE"));
+    let r = ok(&c.cmd("a9 FETCH $ UID")).to_vec();
+    assert_eq!(r[0], "* 2 FETCH (UID 4)");
+
+    // A failed SAVE empties the result.
+    let r = c.cmd("b1 SEARCH RETURN (SAVE) 99");
+    assert!(r[0].starts_with("b1 BAD"), "{r:?}");
+    let r = ok(&c.cmd("b2 FETCH $ UID")).to_vec();
+    assert_eq!(r.len(), 1, "{r:?}");
+}
+
+#[test]
+fn search_keys_flags_addresses_dates_and_recency() {
+    let host = start("");
+    let mut c = Wire::login(host.addr("imap"));
+    let m1 = "From: Bob <bob@example.net>\r\nTo: alice@example.org\r\n\
+              Cc: Carol <carol@example.net>\r\nSubject: one\r\n\
+              Date: Wed, 1 Jan 2020 10:00:00 +0000\r\n\r\nfirst\r\n";
+    let m2 = "From: Bob <bob@example.net>\r\nTo: alice@example.org\r\n\
+              Bcc: dave@example.net\r\nSubject: two\r\n\
+              Date: Sat, 14 Mar 2026 13:08:53 +0100\r\n\r\nsecond\r\n";
+    for (tag, flags, date, data) in [
+        ("p1", "(\\Answered $Work)", "01-Jan-2020 10:00:00 +0000", m1),
+        (
+            "p2",
+            "(\\Flagged \\Draft)",
+            "14-Mar-2026 12:00:00 +0000",
+            m2,
+        ),
+    ] {
+        let len = data.len();
+        c.send(
+            format!("{tag} APPEND INBOX {flags} \"{date}\" {{{len}+}}\r\n")
+                .as_bytes(),
+        );
+        c.send(format!("{data}\r\n").as_bytes());
+        ok(&c.until(tag));
+    }
+    // Delivered into new/: recent for the first session that selects.
+    deliver(&host, &message("three", "third"));
+    ok(&c.cmd("s1 SELECT INBOX"));
+
+    let search = |c: &mut Wire, keys: &str| -> String {
+        let r = ok(&c.cmd(&format!("q SEARCH {keys}"))).to_vec();
+        r[0].clone()
+    };
+    for (keys, want) in [
+        ("ANSWERED", "* SEARCH 1"),
+        ("UNANSWERED", "* SEARCH 2 3"),
+        ("FLAGGED DRAFT", "* SEARCH 2"),
+        ("UNFLAGGED UNDRAFT", "* SEARCH 1 3"),
+        ("KEYWORD $Work", "* SEARCH 1"),
+        ("UNKEYWORD $Work", "* SEARCH 2 3"),
+        ("CC carol", "* SEARCH 1"),
+        ("BCC dave@example", "* SEARCH 2"),
+        ("CC dave", "* SEARCH"),
+        ("BEFORE 1-Feb-2020", "* SEARCH 1"),
+        ("SINCE 1-Mar-2026 BEFORE 15-Mar-2026", "* SEARCH 2"),
+        ("ON 14-Mar-2026", "* SEARCH 2"),
+        ("SENTBEFORE 1-Mar-2026", "* SEARCH 1"),
+        ("SENTSINCE 1-Mar-2026", "* SEARCH 2 3"),
+        ("SENTON 1-Jan-2020", "* SEARCH 1"),
+        ("RECENT", "* SEARCH 3"),
+        ("NEW", "* SEARCH 3"),
+        ("OLD", "* SEARCH 1 2"),
+        ("UNDELETED", "* SEARCH 1 2 3"),
+    ] {
+        assert_eq!(search(&mut c, keys), want, "SEARCH {keys}");
+    }
+    ok(&c.cmd("f1 STORE 3 +FLAGS.SILENT (\\Seen \\Deleted)"));
+    assert_eq!(search(&mut c, "NEW"), "* SEARCH");
+    assert_eq!(search(&mut c, "UNDELETED"), "* SEARCH 1 2");
+    assert_eq!(search(&mut c, "OR DELETED ANSWERED"), "* SEARCH 1 3");
+
+    // A second session was not the first to see any of them.
+    let mut d = Wire::login(host.addr("imap"));
+    ok(&d.cmd("s2 EXAMINE INBOX"));
+    assert_eq!(search(&mut d, "RECENT"), "* SEARCH");
+    assert_eq!(search(&mut d, "OLD"), "* SEARCH 1 2 3");
+}
+
+#[test]
+fn list_return_status_gives_each_folders_counters() {
+    let host = start("");
+    let mut c = Wire::login(host.addr("imap"));
+    append(&mut c, "INBOX", &message("one", "body"));
+    append(&mut c, "Trash", &message("two", "body"));
+    ok(&c.cmd("e1 ENABLE IMAP4rev2"));
+
+    // RFC 5819 (folded into RFC 9051): a STATUS after each LIST line.
+    let r = ok(&c.cmd(
+        "l1 LIST \"\" (INBOX Trash) RETURN (STATUS (MESSAGES UNSEEN DELETED))",
+    ))
+    .to_vec();
+    assert_eq!(
+        r[..4],
+        [
+            "* LIST (\\HasNoChildren) \"/\" INBOX",
+            "* STATUS INBOX (MESSAGES 1 UNSEEN 1 DELETED 0)",
+            "* LIST (\\HasNoChildren \\Trash) \"/\" Trash",
+            "* STATUS Trash (MESSAGES 1 UNSEEN 1 DELETED 0)",
+        ]
+    );
+    let r = c.cmd("l2 LIST \"\" * RETURN (STATUS (BOGUS))");
+    assert!(r[0].starts_with("l2 BAD"), "{r:?}");
 }
