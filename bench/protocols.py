@@ -37,7 +37,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Host binaries in the order they are preferred: the release build, then
 # the debug build (whose dependencies are optimised).
 HOST_CANDIDATES = (
-    "/work/target-bench/release/mailhost",
+    os.path.join(REPO, "target/release/mailhost"),
     os.path.join(REPO, "target/debug/mailhost"),
 )
 PLUGIN_DIR = os.path.join(REPO, "target/wasm32-wasip2/release")

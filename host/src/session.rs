@@ -56,8 +56,15 @@ pub struct SessionState {
     /// When the plugin last stopped waiting on the client; the CPU slice
     /// counts from here, less the time spent in host calls since.
     pub running_since: Instant,
-    /// When the host call in progress began, if one is.
+    /// When the outermost host call in progress began, if one is.
     host_call_started: Option<Instant>,
+    /// Host calls in progress: a host call that writes its result into
+    /// the plugin calls the plugin's allocator, which may call the host
+    /// again, so calls nest.
+    host_call_depth: u32,
+    /// What the outer host call had waited when it called back into the
+    /// plugin: not yet credited, but not the plugin's computing either.
+    pending_credit: Duration,
     cpu_slice: Duration,
     stopped: Option<Stopped>,
     /// Store capabilities; none on a session-role listener.
@@ -227,6 +234,8 @@ pub fn new_store(
         log,
         running_since: Instant::now(),
         host_call_started: None,
+        host_call_depth: 0,
+        pending_credit: Duration::ZERO,
         cpu_slice: params.cpu_slice,
         stopped: None,
         store: params.store,
@@ -256,9 +265,29 @@ fn credit_host_calls(
     let state = ctx.data_mut();
     match hook {
         wasmtime::CallHook::CallingHost => {
-            state.host_call_started = Some(Instant::now());
+            if state.host_call_depth == 0 {
+                state.host_call_started = Some(Instant::now());
+            }
+            state.host_call_depth += 1;
+        }
+        wasmtime::CallHook::CallingWasm if state.host_call_depth > 0 => {
+            // The allocator runs inside a host call; what the call waited
+            // before this counts for the epoch checks that may fire in it.
+            // Its own computing does not get credited.
+            if let Some(started) = state.host_call_started {
+                state.pending_credit = started.elapsed();
+            }
         }
         wasmtime::CallHook::ReturningFromHost => {
+            state.host_call_depth = state.host_call_depth.saturating_sub(1);
+            if state.host_call_depth > 0 {
+                return Ok(());
+            }
+
+            // Only the outermost call is credited, whole: a nested call
+            // (from the allocator the host called back) must not restart
+            // the clock of the call that is still waiting.
+            state.pending_credit = Duration::ZERO;
             if let Some(started) = state.host_call_started.take() {
                 let spent = started.elapsed();
                 if spent > HOST_WAIT_THRESHOLD {
@@ -277,6 +306,7 @@ impl SessionState {
     pub fn resume_cpu(&mut self) {
         self.running_since = Instant::now();
         self.host_call_started = None;
+        self.pending_credit = Duration::ZERO;
     }
 }
 
@@ -345,7 +375,11 @@ fn cpu_slice_check(
     mut ctx: wasmtime::StoreContextMut<'_, SessionState>,
 ) -> wasmtime::Result<UpdateDeadline> {
     let state = ctx.data_mut();
-    if state.running_since.elapsed() > state.cpu_slice {
+    let computed = state
+        .running_since
+        .elapsed()
+        .saturating_sub(state.pending_credit);
+    if computed > state.cpu_slice {
         state.stopped = Some(Stopped::CpuSlice);
         wasmtime::bail!("cpu slice exhausted");
     }

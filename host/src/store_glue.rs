@@ -774,7 +774,14 @@ impl mailbox::HostFolder for SessionState {
             () = &mut notified => Ok(mailbox::WaitEvent::Changed),
             () = tokio::time::sleep(timeout) => Ok(mailbox::WaitEvent::Timeout),
         };
-        self.resume_cpu();
+
+        // Input or a change is an event from outside: the work it causes
+        // starts a new CPU slice, as a read does. A timeout is not, or a
+        // plugin could reset its slice at will with short waits; the time
+        // waited is still credited as a host call.
+        if !matches!(event, Ok(mailbox::WaitEvent::Timeout)) {
+            self.resume_cpu();
+        }
         Ok(event)
     }
 
