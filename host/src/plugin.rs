@@ -166,16 +166,7 @@ pub fn load(
     role: Role,
     cache: Option<&Path>,
 ) -> anyhow::Result<Plugin> {
-    let bytes = std::fs::read(path).with_context(|| {
-        format!("failed to read plugin `{}`", path.display())
-    })?;
-    let component = match cache {
-        Some(dir) => compile_cached(engine, &bytes, dir),
-        None => Component::new(engine, &bytes).map_err(anyhow::Error::from),
-    }
-    .with_context(|| {
-        format!("plugin `{}` is not a valid component", path.display())
-    })?;
+    let component = compile(engine, path, cache)?;
 
     check_imports(engine, &component, role)
         .with_context(|| format!("plugin `{}` refused", path.display()))?;
@@ -202,13 +193,12 @@ pub fn load(
     })
 }
 
-/// The narrowest role whose grants cover the plugin's imports: `session`,
-/// then `submission`, then `mailbox`. An error says why none does.
-pub fn narrowest_role(
+/// Read and compile the component at `path`, through the cache if given.
+fn compile(
     engine: &Engine,
     path: &Path,
     cache: Option<&Path>,
-) -> anyhow::Result<Role> {
+) -> anyhow::Result<Component> {
     let bytes = std::fs::read(path).with_context(|| {
         format!("failed to read plugin `{}`", path.display())
     })?;
@@ -219,6 +209,17 @@ pub fn narrowest_role(
     .with_context(|| {
         format!("plugin `{}` is not a valid component", path.display())
     })?;
+    Ok(component)
+}
+
+/// The narrowest role whose grants cover the plugin's imports: `session`,
+/// then `submission`, then `mailbox`. An error says why none does.
+pub fn narrowest_role(
+    engine: &Engine,
+    path: &Path,
+    cache: Option<&Path>,
+) -> anyhow::Result<Role> {
+    let component = compile(engine, path, cache)?;
 
     let mut refusals = Vec::new();
     for role in [Role::Session, Role::Submission, Role::Mailbox] {
@@ -260,7 +261,10 @@ fn compile_cached(
         // the host's data directory, which only the host may write.
         match unsafe { Component::deserialize_file(engine, &file) } {
             Ok(component) => {
-                tracing::debug!(file = %file.display(), "compiled plugin taken from the cache");
+                tracing::debug!(
+                    file = %file.display(),
+                    "compiled plugin taken from the cache"
+                );
                 return Ok(component);
             }
             Err(err) => tracing::warn!(

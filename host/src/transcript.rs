@@ -811,10 +811,16 @@ mod tests {
     #[test]
     fn directives_fill_the_setup() {
         let transcript = parse(
-            "@role mailbox\n@user a@example.org pw\n@alias s@example.org \
-             a@example.org\n@setting greeting = \"hi\"\n@listener \
-             idle-timeout = 2\n@listener idle-timeout = 3\n@message a@example.org m.eml Sent\n@expect \
-             messages a@example.org 3\n@expect trap\n@timeout 0.5\n",
+            "@role mailbox\n\
+             @user a@example.org pw\n\
+             @alias s@example.org a@example.org\n\
+             @setting greeting = \"hi\"\n\
+             @listener idle-timeout = 2\n\
+             @listener idle-timeout = 3\n\
+             @message a@example.org m.eml Sent\n\
+             @expect messages a@example.org 3\n\
+             @expect trap\n\
+             @timeout 0.5\n",
         )
         .unwrap();
         assert_eq!(transcript.role, Some(Role::Mailbox));
