@@ -280,6 +280,15 @@ fn plugin_test(
     verbose: bool,
 ) -> anyhow::Result<()> {
     let role = role.as_deref().map(parse_role).transpose()?;
+
+    // Without a cache directory, one for this run alone: the plugin is
+    // compiled once, not once per transcript.
+    let scratch = match cache {
+        Some(_) => None,
+        None => Some(transcript::tempdir()?),
+    };
+    let cache = cache.or_else(|| scratch.as_ref().map(|dir| dir.0.clone()));
+
     let mut failed = 0;
     for path in &transcripts {
         let options = transcript::Options {

@@ -310,7 +310,7 @@ pub fn run(options: &Options) -> anyhow::Result<String> {
 }
 
 /// A directory removed when dropped.
-struct TempDir(PathBuf);
+pub struct TempDir(pub PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -318,7 +318,8 @@ impl Drop for TempDir {
     }
 }
 
-fn tempdir() -> anyhow::Result<TempDir> {
+/// A new, empty directory under the system's temporary directory.
+pub fn tempdir() -> anyhow::Result<TempDir> {
     use rand::Rng;
 
     let suffix: u64 = rand::thread_rng().r#gen();
