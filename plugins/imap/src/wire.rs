@@ -5,7 +5,6 @@ use mailhost_sdk::{ReadError, Session};
 
 use crate::limits::{
     LITERAL_MINUS_MAX, MAX_COMMAND, MAX_DISCARD, MAX_LINE, MAX_LITERAL,
-    OUTPUT_HIGH_WATER,
 };
 use crate::parse::Parser;
 
@@ -167,33 +166,6 @@ pub fn read_command(
         buf.extend_from_slice(b"\r\n");
         let data = session.read_exact(size)?;
         buf.extend_from_slice(&data);
-    }
-}
-
-/// Output with a running count, so big responses are flushed in pieces
-/// instead of piling up in memory.
-pub struct Out<'s> {
-    pub session: &'s mut Session,
-    queued: usize,
-}
-
-impl<'s> Out<'s> {
-    pub fn new(session: &'s mut Session) -> Self {
-        Out { session, queued: 0 }
-    }
-
-    pub fn put(&mut self, data: &[u8]) -> Result<(), ReadError> {
-        self.session.queue(data);
-        self.queued += data.len();
-        if self.queued >= OUTPUT_HIGH_WATER {
-            self.queued = 0;
-            self.session.flush()?;
-        }
-        Ok(())
-    }
-
-    pub fn put_str(&mut self, text: &str) -> Result<(), ReadError> {
-        self.put(text.as_bytes())
     }
 }
 
