@@ -183,6 +183,14 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role named `text` as a config spells it (`session`,
+    /// `submission`, `mailbox`).
+    pub fn parse(text: &str) -> anyhow::Result<Role> {
+        toml::Value::String(text.to_owned())
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("unknown role `{text}`"))
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Role::Session => "session",

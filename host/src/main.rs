@@ -265,12 +265,6 @@ fn run_command(command: Command) -> anyhow::Result<()> {
     }
 }
 
-fn parse_role(role: &str) -> anyhow::Result<config::Role> {
-    toml::Value::String(role.to_owned())
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("unknown role `{role}`"))
-}
-
 /// Run each transcript, print a line for each, and fail if any failed.
 fn plugin_test(
     plugin: PathBuf,
@@ -279,15 +273,17 @@ fn plugin_test(
     cache: Option<PathBuf>,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let role = role.as_deref().map(parse_role).transpose()?;
+    let role = role.as_deref().map(config::Role::parse).transpose()?;
 
     // Without a cache directory, one for this run alone: the plugin is
     // compiled once, not once per transcript.
-    let scratch = match cache {
-        Some(_) => None,
-        None => Some(transcript::tempdir()?),
+    let (cache, _scratch) = match cache {
+        Some(dir) => (dir, None),
+        None => {
+            let scratch = transcript::tempdir()?;
+            (scratch.0.clone(), Some(scratch))
+        }
     };
-    let cache = cache.or_else(|| scratch.as_ref().map(|dir| dir.0.clone()));
 
     let mut failed = 0;
     for path in &transcripts {
@@ -317,7 +313,7 @@ fn plugin_bench(
     count: usize,
     role: &str,
 ) -> anyhow::Result<()> {
-    let role = parse_role(role)?;
+    let role = config::Role::parse(role)?;
     let mut config: Config = toml::from_str("")?;
     config.limits.max_connections = 64;
 

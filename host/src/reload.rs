@@ -27,9 +27,7 @@ use crate::config::Config;
 use crate::conn::shutdown_begins;
 use crate::limits::Counter;
 use crate::plugin;
-use crate::server::{
-    self, Endpoint, Listener, OpenStore, PLUGIN_CACHE_DIR, PoolSize, Server,
-};
+use crate::server::{self, Endpoint, Listener, OpenStore, PoolSize, Server};
 use crate::store_glue::StoreRoot;
 
 /// How often plugin files are looked at. A change is acted on once the
@@ -161,7 +159,7 @@ async fn reload_plugin(server: &Arc<Server>, listener: &Arc<Listener>) {
         let server = server.clone();
         let path = path.clone();
         tokio::task::spawn_blocking(move || {
-            let cache = server.config().data_dir.join(PLUGIN_CACHE_DIR);
+            let cache = server::plugin_cache(&server.config());
             plugin::load(
                 &server.engine,
                 &server.linkers,
@@ -372,6 +370,7 @@ fn load_candidate(
             listener,
             store.as_deref(),
             counter,
+            &server::plugin_cache(&new),
         )
         .with_context(context)?;
         listeners.push(Arc::new(built));

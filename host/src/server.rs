@@ -27,6 +27,11 @@ const BUSY_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Where compiled plugins are cached, under the data directory.
 pub const PLUGIN_CACHE_DIR: &str = "plugin-cache";
 
+/// Where `config`'s compiled plugins are cached.
+pub fn plugin_cache(config: &Config) -> std::path::PathBuf {
+    config.data_dir.join(PLUGIN_CACHE_DIR)
+}
+
 /// How often the drain reports the sessions still running.
 const DRAIN_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -52,6 +57,38 @@ pub struct Listener {
     pub store: Option<crate::store_glue::StoreCtx>,
     /// Largest linear memory of one instance, in bytes.
     pub max_memory: usize,
+}
+
+impl Listener {
+    /// What a new session on this listener runs with: the plugin of the
+    /// moment, the settings and limits.
+    pub fn session_params(&self) -> SessionParams {
+        SessionParams {
+            plugin: self.plugin.read().unwrap().clone(),
+            settings: self.settings.clone(),
+            max_memory: self.max_memory,
+            cpu_slice: Duration::from_millis(self.config.cpu_slice_ms),
+            log_rate: self.config.log_rate,
+            error_reply: self.error_reply.clone(),
+            store: self.store.clone(),
+        }
+    }
+
+    /// The facts of session `id` from `peer`, accepted on `local`.
+    pub fn facts(
+        &self,
+        id: u64,
+        peer: std::net::SocketAddr,
+        local: std::net::SocketAddr,
+    ) -> Facts {
+        Facts {
+            id,
+            listener: self.config.name.as_str().into(),
+            peer,
+            local,
+            plaintext_auth: self.config.plaintext_auth,
+        }
+    }
 }
 
 /// One bound socket and its accept loop.
@@ -215,6 +252,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
             listener,
             store.as_deref(),
             counter,
+            &plugin_cache(&config),
         )?));
     }
 
@@ -266,8 +304,8 @@ pub fn build_listener(
     listener: &ListenerConfig,
     store: Option<&StoreRoot>,
     counter: Arc<Counter>,
+    cache: &std::path::Path,
 ) -> anyhow::Result<Listener> {
-    let cache = config.data_dir.join(PLUGIN_CACHE_DIR);
     let context = || format!("listener `{}`", listener.name);
 
     // The stamp is taken before the read, so a file replaced while it
@@ -278,7 +316,7 @@ pub fn build_listener(
         linkers,
         &listener.plugin,
         listener.role,
-        Some(&cache),
+        Some(cache),
     )
     .with_context(context)?;
     let tls = tls_offer(config, listener).with_context(context)?;
@@ -556,23 +594,8 @@ async fn serve(
         Duration::from_secs(config.max_session),
         shutdown,
     );
-    let facts = Facts {
-        id,
-        listener: config.name.as_str().into(),
-        peer,
-        local,
-        plaintext_auth: config.plaintext_auth,
-    };
-    let plugin = listener.plugin.read().unwrap().clone();
-    let params = SessionParams {
-        plugin,
-        settings: listener.settings.clone(),
-        max_memory: listener.max_memory,
-        cpu_slice: Duration::from_millis(config.cpu_slice_ms),
-        log_rate: config.log_rate,
-        error_reply: listener.error_reply.clone(),
-        store: listener.store.clone(),
-    };
+    let facts = listener.facts(id, peer, local);
+    let params = listener.session_params();
     tracing::debug!(plugin = %params.plugin.path.display(), "session started");
 
     let (outcome, bytes_in, bytes_out) =

@@ -8,7 +8,6 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -16,8 +15,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::config::{Config, Role};
 use crate::conn::{ConnIo, Stream};
+use crate::limits::Counter;
 use crate::plugin::{self, Linkers};
-use crate::session::{self, Facts, Outcome, SessionParams};
+use crate::server::{self, Listener};
+use crate::session::{self, Outcome};
 
 /// How long an `S:` line waits for the plugin's reply, unless the
 /// transcript says otherwise with `@timeout`.
@@ -51,9 +52,9 @@ pub struct Options {
     /// The listener role; `None` picks the narrowest role that accepts
     /// the plugin.
     pub role: Option<Role>,
-    /// Where compiled plugins are cached between runs; none compiles
+    /// Where compiled plugins are cached, between transcripts and runs.
     /// every time.
-    pub cache: Option<PathBuf>,
+    pub cache: PathBuf,
     /// Print every line exchanged as it happens.
     pub verbose: bool,
 }
@@ -192,7 +193,7 @@ impl Transcript {
         match (keyword, words.as_slice()) {
             ("listener", _) => set_key(&mut self.listener, rest),
             ("setting", _) => set_key(&mut self.settings, rest),
-            ("role", [role]) => self.role = Some(parse_role(role)?),
+            ("role", [role]) => self.role = Some(Role::parse(role)?),
             ("user", [name, password]) => {
                 self.users.push((name.to_string(), password.to_string()));
             }
@@ -254,12 +255,6 @@ fn set_key(lines: &mut Vec<String>, line: &str) {
     let new_key = key(line);
     lines.retain(|old| key(old) != new_key);
     lines.push(line.to_owned());
-}
-
-fn parse_role(text: &str) -> anyhow::Result<Role> {
-    toml::Value::String(text.to_owned())
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("unknown role `{text}`"))
 }
 
 fn parse_count(text: &str) -> anyhow::Result<u32> {
@@ -345,10 +340,10 @@ fn run_in(
     // the config that names it.
     let engine = plugin::engine(&config)?;
     let linkers = Linkers::new(&engine)?;
-    let cache = options.cache.as_deref();
+    let cache = &options.cache;
     let role = match options.role.or(transcript.role) {
         Some(role) => role,
-        None => plugin::narrowest_role(&engine, &plugin_path, cache)?,
+        None => plugin::narrowest_role(&engine, &plugin_path, Some(cache))?,
     };
 
     let config_path = work.join("mailhost.toml");
@@ -362,7 +357,18 @@ fn run_in(
         )
     })?;
 
-    let loaded = plugin::load(&engine, &linkers, &plugin_path, role, cache)?;
+    // The listener is built as the host builds one, plugin loaded and
+    // checked against the role, store capabilities attached.
+    let store = crate::store_glue::open(&config)?;
+    let listener = server::build_listener(
+        &engine,
+        &linkers,
+        &config,
+        &config.listeners[0],
+        store.as_ref(),
+        Counter::new(1, 1),
+        cache,
+    )?;
     put_messages(&config, transcript)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -370,8 +376,7 @@ fn run_in(
         .build()?;
     let report = runtime.block_on(drive(
         &engine,
-        &config,
-        Arc::new(loaded),
+        &listener,
         transcript,
         options.verbose,
     ))?;
@@ -545,13 +550,10 @@ fn show(line: &[u8]) -> String {
 /// Run the session on one end of a pipe and the transcript on the other.
 async fn drive(
     engine: &wasmtime::Engine,
-    config: &Config,
-    plugin: Arc<plugin::Plugin>,
+    listener: &Listener,
     transcript: &Transcript,
     verbose: bool,
 ) -> anyhow::Result<String> {
-    let listener = &config.listeners[0];
-    let store = crate::store_glue::open(config)?;
     let (client, server_end) = tokio::io::duplex(PIPE_CAPACITY);
     let (_shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
 
@@ -559,26 +561,12 @@ async fn drive(
         Stream::Memory(server_end),
         None,
         None,
-        listener.idle_timeout(),
-        Duration::from_secs(listener.max_session),
+        listener.config.idle_timeout(),
+        Duration::from_secs(listener.config.max_session),
         shutdown,
     );
-    let facts = Facts {
-        id: 1,
-        listener: listener.name.as_str().into(),
-        peer: PEER.into(),
-        local: listener.address,
-        plaintext_auth: listener.plaintext_auth,
-    };
-    let params = SessionParams {
-        plugin,
-        settings: Arc::new(listener.settings_strings()),
-        max_memory: (config.limits.max_memory_mib as usize) << 20,
-        cpu_slice: Duration::from_millis(listener.cpu_slice_ms),
-        log_rate: listener.log_rate,
-        error_reply: listener.error_reply().into(),
-        store: store.as_ref().map(|store| store.for_listener(listener)),
-    };
+    let facts = listener.facts(1, PEER.into(), listener.config.address);
+    let params = listener.session_params();
     let engine = engine.clone();
     let span = tracing::info_span!("session", id = 1, listener = "transcript");
     let session = tokio::spawn(tracing::Instrument::instrument(
