@@ -505,10 +505,7 @@ impl Imap {
         uid: bool,
     ) -> Result<Reply, ReadError> {
         let args = (|| {
-            p.sp()?;
-            let set =
-                SeqSet::parse(p.sequence_set()?).ok_or("bad sequence set")?;
-            p.sp()?;
+            let set = SeqSet::argument(p)?;
             Ok::<_, String>((set, items(p)?))
         })();
         let (set, mut wanted) = match args {

@@ -55,10 +55,7 @@ impl Imap {
         uid: bool,
     ) -> Result<Reply, ReadError> {
         let args = (|| {
-            p.sp()?;
-            let set =
-                SeqSet::parse(p.sequence_set()?).ok_or("bad sequence set")?;
-            p.sp()?;
+            let set = SeqSet::argument(p)?;
             let op = if p.eat(b'+') {
                 FlagOperation::Add
             } else if p.eat(b'-') {
@@ -135,10 +132,7 @@ impl Imap {
         moving: bool,
     ) -> Result<Reply, ReadError> {
         let args = (|| {
-            p.sp()?;
-            let set =
-                SeqSet::parse(p.sequence_set()?).ok_or("bad sequence set")?;
-            p.sp()?;
+            let set = SeqSet::argument(p)?;
             let target = self.mailbox_arg(p)?;
             p.end()?;
             Ok::<_, String>((set, target))

@@ -1,5 +1,7 @@
 //! Sequence sets (`1:4,7,9:*`) against the selected mailbox.
 
+use crate::parse::Parser;
+
 /// One range of a set, bounds as sent (`*` resolved later).
 #[derive(Debug, Clone, Copy)]
 enum Bound {
@@ -26,6 +28,15 @@ fn bound(text: &str) -> Option<Bound> {
 }
 
 impl SeqSet {
+    /// A set as the first argument of FETCH, STORE, COPY and MOVE: the
+    /// space before it, the set and the space after it.
+    pub fn argument(p: &mut Parser) -> Result<SeqSet, String> {
+        p.sp()?;
+        let set = SeqSet::parse(p.sequence_set()?).ok_or("bad sequence set")?;
+        p.sp()?;
+        Ok(set)
+    }
+
     pub fn parse(text: &[u8]) -> Option<SeqSet> {
         if text == b"$" {
             return Some(SeqSet {
