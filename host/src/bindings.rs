@@ -3,7 +3,18 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "all-roles",
-    imports: { default: async | trappable },
+    // Calls that never wait are synchronous: an async host call costs a
+    // boxed future and a poll on every call, and these run on every line.
+    imports: {
+        default: async | trappable,
+        "mailhost:plugin/connection.max-read": trappable,
+        "mailhost:plugin/connection.max-write": trappable,
+        "mailhost:plugin/connection.[method]connection.buffered": trappable,
+        "mailhost:plugin/connection.[method]connection.info": trappable,
+        "mailhost:plugin/log.write": trappable,
+        "mailhost:plugin/settings.get": trappable,
+        "mailhost:plugin/settings.all": trappable,
+    },
     exports: { default: async },
     with: {
         "mailhost:plugin/connection.connection": crate::conn::ConnectionHandle,

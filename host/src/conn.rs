@@ -119,7 +119,8 @@ impl ConnIo {
         if *self.shutdown.borrow() {
             return Err(IoError::ShuttingDown);
         }
-        if tokio::time::Instant::now() >= self.session_deadline {
+        let now = tokio::time::Instant::now();
+        if now >= self.session_deadline {
             return Err(IoError::SessionExpired);
         }
 
@@ -131,9 +132,15 @@ impl ConnIo {
         }
         self.buf.reserve(READ_CHUNK);
 
-        let idle = tokio::time::sleep(self.idle_timeout);
-        let expiry = tokio::time::sleep_until(self.session_deadline);
-        let mut shutdown = self.shutdown.clone();
+        // One timer for whichever comes first, the idle timeout or the end
+        // of the session: a read that waits costs one timer, not two.
+        let idle_deadline = now + self.idle_timeout;
+        let (deadline, on_expiry) = if idle_deadline < self.session_deadline {
+            (idle_deadline, IoError::Timeout)
+        } else {
+            (self.session_deadline, IoError::SessionExpired)
+        };
+        let expired = tokio::time::sleep_until(deadline);
         let (stream, buf) = (&mut self.stream, &mut self.buf);
         let read = async move {
             match stream {
@@ -145,9 +152,8 @@ impl ConnIo {
         };
         let outcome = tokio::select! {
             read = read => read,
-            () = idle => return Err(IoError::Timeout),
-            () = expiry => return Err(IoError::SessionExpired),
-            () = shutdown_begins(&mut shutdown) => {
+            () = expired => return Err(on_expiry),
+            () = shutdown_begins(&mut self.shutdown) => {
                 return Err(IoError::ShuttingDown)
             }
         };
@@ -354,11 +360,11 @@ pub async fn shutdown_begins(shutdown: &mut watch::Receiver<bool>) {
 }
 
 impl wit::Host for SessionState {
-    async fn max_read(&mut self) -> wasmtime::Result<u32> {
+    fn max_read(&mut self) -> wasmtime::Result<u32> {
         Ok(MAX_READ)
     }
 
-    async fn max_write(&mut self) -> wasmtime::Result<u32> {
+    fn max_write(&mut self) -> wasmtime::Result<u32> {
         Ok(MAX_WRITE)
     }
 }
@@ -384,7 +390,7 @@ impl wit::HostConnection for SessionState {
         Ok(chunk)
     }
 
-    async fn buffered(
+    fn buffered(
         &mut self,
         _conn: Resource<ConnectionHandle>,
     ) -> wasmtime::Result<u32> {
@@ -416,7 +422,7 @@ impl wit::HostConnection for SessionState {
         Ok(outcome)
     }
 
-    async fn info(
+    fn info(
         &mut self,
         _conn: Resource<ConnectionHandle>,
     ) -> wasmtime::Result<SessionInfo> {

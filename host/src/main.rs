@@ -133,6 +133,15 @@ enum PluginCommand {
         /// The role to load it for.
         #[arg(long, default_value = "session")]
         role: String,
+        /// Also run this many whole sessions over an in-process pipe,
+        /// the client sending `--input` at once, and time each from
+        /// instantiation to teardown.
+        #[arg(long, default_value_t = 0)]
+        sessions: usize,
+        /// What the client sends in each timed session; `\r\n` and `\n`
+        /// are escapes for CR LF and LF.
+        #[arg(long, default_value = "hello\\r\\nworld\\r\\nQUIT\\r\\n")]
+        input: String,
     },
 }
 
@@ -243,8 +252,15 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             mailhost_store::user_command(&accounts.users_file, command)
         }
         Command::Plugin {
-            command: PluginCommand::Bench { file, count, role },
-        } => plugin_bench(&file, count, &role),
+            command:
+                PluginCommand::Bench {
+                    file,
+                    count,
+                    role,
+                    sessions,
+                    input,
+                },
+        } => plugin_bench(&file, count, &role, sessions, &input),
         Command::Plugin {
             command:
                 PluginCommand::Test {
@@ -312,8 +328,13 @@ fn plugin_bench(
     file: &std::path::Path,
     count: usize,
     role: &str,
+    sessions: usize,
+    input: &str,
 ) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
     let role = config::Role::parse(role)?;
+    let input = input.replace("\\r", "\r").replace("\\n", "\n");
     let mut config: Config = toml::from_str("")?;
     config.limits.max_connections = 64;
 
@@ -323,23 +344,61 @@ fn plugin_bench(
     runtime.block_on(async {
         let engine = plugin::engine(&config)?;
         let linkers = plugin::Linkers::new(&engine)?;
-        let loaded = std::sync::Arc::new(plugin::load(&engine, &linkers, file, role, None)?);
+        let loaded = plugin::load(&engine, &linkers, file, role, None)?;
+        let loaded = Arc::new(loaded);
 
         // Warm up the pool slots and the code pages first.
         session::time_instantiation(&engine, loaded.clone(), 100).await?;
-        let times = session::time_instantiation(&engine, loaded, count.max(1)).await?;
-        let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
-        let mean = times.iter().sum::<std::time::Duration>() / times.len() as u32;
-        println!(
-            "instantiate count={} mean={:.1}us p50={:.1}us p99={:.1}us max={:.1}us",
-            times.len(),
-            mean.as_secs_f64() * 1e6,
-            at(0.50).as_secs_f64() * 1e6,
-            at(0.99).as_secs_f64() * 1e6,
-            times[times.len() - 1].as_secs_f64() * 1e6,
-        );
+        let times =
+            session::time_instantiation(&engine, loaded.clone(), count.max(1))
+                .await?;
+        print_percentiles("instantiate", &times);
+
+        if sessions > 0 {
+            let input = input.as_bytes();
+            session::time_sessions(&engine, loaded.clone(), input, 100).await?;
+            let cpu_before = process_cpu_time();
+            let times =
+                session::time_sessions(&engine, loaded, input, sessions)
+                    .await?;
+            let cpu = process_cpu_time().saturating_sub(cpu_before);
+            print_percentiles("session", &times);
+            println!(
+                "session cpu_per_session={:.1}us",
+                cpu.as_secs_f64() * 1e6 / times.len() as f64
+            );
+        }
         Ok(())
     })
+}
+
+/// Print `times` (sorted) as a `label count= mean= p50= p99= max=` line.
+fn print_percentiles(label: &str, times: &[std::time::Duration]) {
+    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+    let mean = times.iter().sum::<std::time::Duration>() / times.len() as u32;
+    let micros = |time: std::time::Duration| time.as_secs_f64() * 1e6;
+    println!(
+        "{label} count={} mean={:.1}us p50={:.1}us p99={:.1}us max={:.1}us",
+        times.len(),
+        micros(mean),
+        micros(at(0.50)),
+        micros(at(0.99)),
+        micros(times[times.len() - 1]),
+    );
+}
+
+/// User plus system CPU time this process has used so far.
+fn process_cpu_time() -> std::time::Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage fills the struct it is given and nothing else.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let time = |tv: libc::timeval| {
+        std::time::Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 fn init_tracing(default_level: &str) {

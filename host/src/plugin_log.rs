@@ -35,9 +35,12 @@ pub struct PluginLog {
 }
 
 impl PluginLog {
-    /// A limiter of `rate_per_second` records for a session of
-    /// `listener`, whose records go under the target `plugin::<listener>`.
-    pub fn new(rate_per_second: u32, listener: &str) -> PluginLog {
+    /// A limiter of `rate_per_second` records for a session whose records
+    /// go to `callsites` (see [`callsites_for`]).
+    pub fn new(
+        rate_per_second: u32,
+        callsites: &'static Callsites,
+    ) -> PluginLog {
         let rate = f64::from(rate_per_second.max(1));
         PluginLog {
             bucket: Arc::new(Mutex::new(Bucket {
@@ -46,7 +49,7 @@ impl PluginLog {
                 refilled: Instant::now(),
                 dropped: 0,
             })),
-            callsites: callsites_for(listener),
+            callsites,
         }
     }
 
@@ -109,7 +112,9 @@ impl tracing_core::Callsite for PluginCallsite {
     }
 }
 
-fn callsites_for(listener: &str) -> &'static Callsites {
+/// The callsites of the target `plugin::<listener>`. Looked up once per
+/// listener, not per session: the lookup takes a process-wide lock.
+pub fn callsites_for(listener: &str) -> &'static Callsites {
     static MADE: OnceLock<Mutex<HashMap<String, &'static Callsites>>> =
         OnceLock::new();
     let mut made = MADE.get_or_init(Default::default).lock().unwrap();
@@ -197,7 +202,7 @@ fn truncate(text: &str, max: usize) -> &str {
 }
 
 impl wit::Host for SessionState {
-    async fn write(
+    fn write(
         &mut self,
         level: wit::Level,
         message: String,
@@ -294,7 +299,7 @@ mod tests {
 
     #[test]
     fn bucket_drops_past_the_rate_and_counts_the_drops() {
-        let log = PluginLog::new(3, "test");
+        let log = PluginLog::new(3, callsites_for("test"));
         assert_eq!(log.admit(), Some(0));
         assert_eq!(log.admit(), Some(0));
         assert_eq!(log.admit(), Some(0));

@@ -246,7 +246,6 @@ async fn reload_config(server: &Arc<Server>) -> anyhow::Result<()> {
             .filter(|e| e.current().config.address == listener.address);
         if kept.is_none() {
             let socket = server::bind(listener)
-                .await
                 .with_context(|| format!("config `{}`", path.display()))?;
             sockets.insert(listener.name.clone(), socket);
         }

@@ -41,6 +41,8 @@ const DRAIN_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 /// and so the values it started with.
 pub struct Listener {
     pub config: ListenerConfig,
+    /// The listener's name, shared with every session's facts.
+    pub name: Arc<str>,
     /// The plugin new sessions get. Swapped whole on hot swap; a running
     /// session keeps the `Arc` it started with.
     pub plugin: RwLock<Arc<Plugin>>,
@@ -54,6 +56,8 @@ pub struct Listener {
     pub tls: Option<TlsOffer>,
     pub busy_reply: Arc<str>,
     pub error_reply: Arc<str>,
+    /// Where its plugins' records go.
+    pub log_callsites: &'static crate::plugin_log::Callsites,
     pub store: Option<crate::store_glue::StoreCtx>,
     /// Largest linear memory of one instance, in bytes.
     pub max_memory: usize,
@@ -69,6 +73,7 @@ impl Listener {
             max_memory: self.max_memory,
             cpu_slice: Duration::from_millis(self.config.cpu_slice_ms),
             log_rate: self.config.log_rate,
+            log_callsites: self.log_callsites,
             error_reply: self.error_reply.clone(),
             store: self.store.clone(),
         }
@@ -83,7 +88,7 @@ impl Listener {
     ) -> Facts {
         Facts {
             id,
-            listener: self.config.name.as_str().into(),
+            listener: self.name.clone(),
             peer,
             local,
             plaintext_auth: self.config.plaintext_auth,
@@ -195,6 +200,9 @@ impl Server {
         socket: TcpListener,
     ) -> Arc<Endpoint> {
         let local = socket.local_addr().unwrap_or(listener.config.address);
+        // Bound to one address, every connection arrives on it: no need to
+        // ask the kernel for each one.
+        let fixed_local = (!local.ip().is_unspecified()).then_some(local);
         let (stop, stopped) = watch::channel(false);
         let endpoint = Arc::new(Endpoint {
             listener: RwLock::new(listener.clone()),
@@ -212,6 +220,7 @@ impl Server {
             self.clone(),
             endpoint.clone(),
             socket,
+            fixed_local,
             stopped,
             self.shutdown.clone(),
         ));
@@ -220,15 +229,37 @@ impl Server {
     }
 }
 
+/// Pending connections the kernel queues for a listener before accept.
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// Bind a listener's address, naming the listener and address on error.
-pub async fn bind(listener: &ListenerConfig) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(listener.address).await.with_context(|| {
+///
+/// `TCP_NODELAY` is set on the listening socket: Linux hands it down to
+/// every accepted connection, which saves a system call per session.
+/// Replies are written whole, so Nagle's delay would only add latency.
+pub fn bind(listener: &ListenerConfig) -> anyhow::Result<TcpListener> {
+    let context = || {
         format!(
             "listener `{}`: failed to bind `address` `{}`",
             listener.name, listener.address
         )
-    })
+    };
+    let socket = match listener.address {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .with_context(context)?;
+
+    // As std's `TcpListener::bind` does: a restart may bind the port
+    // again while connections of the last run sit in TIME_WAIT.
+    socket.set_reuseaddr(true).with_context(context)?;
+    socket.set_nodelay(true).with_context(context)?;
+    socket.bind(listener.address).with_context(context)?;
+    socket.listen(LISTEN_BACKLOG).with_context(context)
 }
+
+/// Whether accepted sockets inherit `TCP_NODELAY` from the listener.
+const NODELAY_INHERITED: bool = cfg!(target_os = "linux");
 
 /// Load every plugin and check every file a config names, without
 /// binding anything: what `mailhost check` runs, and `run` before it binds.
@@ -322,6 +353,7 @@ pub fn build_listener(
     let tls = tls_offer(config, listener).with_context(context)?;
 
     Ok(Listener {
+        name: listener.name.as_str().into(),
         plugin: RwLock::new(Arc::new(loaded)),
         plugin_stamp,
         counter,
@@ -329,6 +361,7 @@ pub fn build_listener(
         tls,
         busy_reply: listener.busy_reply().into(),
         error_reply: listener.error_reply().into(),
+        log_callsites: crate::plugin_log::callsites_for(&listener.name),
         store: store.map(|store| store.for_listener(listener)),
         max_memory: (config.limits.max_memory_mib as usize) << 20,
         config: listener.clone(),
@@ -370,7 +403,7 @@ pub async fn run(server: Server) -> anyhow::Result<()> {
     let prepared = std::mem::take(&mut *server.prepared.lock().unwrap());
     let mut sockets = Vec::new();
     for listener in &prepared {
-        sockets.push(bind(&listener.config).await?);
+        sockets.push(bind(&listener.config)?);
     }
     let mut endpoints = Vec::new();
     for (listener, socket) in prepared.into_iter().zip(sockets) {
@@ -473,6 +506,7 @@ async fn accept_loop(
     server: Arc<Server>,
     endpoint: Arc<Endpoint>,
     socket: TcpListener,
+    fixed_local: Option<std::net::SocketAddr>,
     mut stop: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -498,7 +532,9 @@ async fn accept_loop(
                 continue;
             }
         };
-        let _ = tcp.set_nodelay(true);
+        if !NODELAY_INHERITED {
+            let _ = tcp.set_nodelay(true);
+        }
 
         let permit =
             match limits::admit(&server.global, &listener.counter, peer.ip()) {
@@ -524,13 +560,18 @@ async fn accept_loop(
         );
         let server = server.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(
-            async move {
-                serve(&server, &listener, tcp, peer, id, shutdown).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
+        let session = async move {
+            let local = match fixed_local {
+                Some(local) => local,
+                None => tcp.local_addr().unwrap_or(listener.config.address),
+            };
+            let addresses = (peer, local);
+            serve(&server, &listener, tcp, addresses, id, shutdown).await;
+            drop(permit);
+        };
+        // Boxed: the session's future is kilobytes, and the task would
+        // otherwise copy it whole as it is spawned and as it ends.
+        tokio::spawn(Box::pin(session.instrument(span)));
     }
 }
 
@@ -550,12 +591,11 @@ async fn serve(
     server: &Server,
     listener: &Listener,
     tcp: TcpStream,
-    peer: std::net::SocketAddr,
+    (peer, local): (std::net::SocketAddr, std::net::SocketAddr),
     id: u64,
     shutdown: watch::Receiver<bool>,
 ) {
     let started = Instant::now();
-    let local = tcp.local_addr().unwrap_or(listener.config.address);
     let config = &listener.config;
 
     // Implicit TLS is finished before any instance exists, so a client
@@ -617,5 +657,49 @@ async fn serve(
             cause = %cause,
             "session ended"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener on loopback with an unused port.
+    fn loopback_listener() -> ListenerConfig {
+        let config: Config = toml::from_str(
+            r#"
+[[listener]]
+name = "probe"
+address = "127.0.0.1:0"
+role = "session"
+plugin = "probe.wasm"
+"#,
+        )
+        .unwrap();
+        config.listeners[0].clone()
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay_without_a_call_each() {
+        let socket = bind(&loopback_listener()).unwrap();
+        let address = socket.local_addr().unwrap();
+        let _client = TcpStream::connect(address).await.unwrap();
+        let (accepted, _) = socket.accept().await.unwrap();
+
+        // The accept loop leaves the option alone where it is inherited,
+        // so this is what every session's socket gets.
+        assert_eq!(accepted.nodelay().unwrap(), NODELAY_INHERITED);
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_names_the_listener_and_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut listener = loopback_listener();
+        listener.address = taken.local_addr().unwrap();
+
+        let err = bind(&listener).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("listener `probe`"), "{message}");
+        assert!(message.contains(&listener.address.to_string()), "{message}");
     }
 }

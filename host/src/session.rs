@@ -16,7 +16,7 @@ use crate::bindings::{SessionInfo, TlsInfo};
 use crate::config::{PlaintextAuth, Role};
 use crate::conn::{ConnIo, ConnectionHandle};
 use crate::plugin::Plugin;
-use crate::plugin_log::{OutputToLog, PluginLog};
+use crate::plugin_log::{Callsites, OutputToLog, PluginLog};
 
 /// Most resources (handles) a plugin may hold at once.
 const MAX_HANDLES: usize = 4096;
@@ -105,12 +105,12 @@ impl WasiView for SessionState {
 }
 
 impl wit::settings::Host for SessionState {
-    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         let value = self.settings.iter().find(|(name, _)| *name == key);
         Ok(value.map(|(_, value)| value.clone()))
     }
 
-    async fn all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+    fn all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
         Ok(self.settings.as_ref().clone())
     }
 }
@@ -154,6 +154,8 @@ pub struct SessionParams {
     pub max_memory: usize,
     pub cpu_slice: Duration,
     pub log_rate: u32,
+    /// Where the plugin's records go: `plugin::<listener>`.
+    pub log_callsites: &'static Callsites,
     pub error_reply: Arc<str>,
     pub store: Option<crate::store_glue::StoreCtx>,
 }
@@ -204,7 +206,7 @@ pub fn new_store(
     io: ConnIo,
 ) -> Store<SessionState> {
     let span = tracing::Span::current();
-    let log = PluginLog::new(params.log_rate, &facts.listener);
+    let log = PluginLog::new(params.log_rate, params.log_callsites);
     let wasi = WasiCtxBuilder::new()
         .stdout(OutputToLog::new(
             log.clone(),
@@ -327,6 +329,7 @@ pub async fn time_instantiation(
             max_memory: 64 << 20,
             cpu_slice: Duration::from_secs(1),
             log_rate: 50,
+            log_callsites: crate::plugin_log::callsites_for("bench"),
             error_reply: "".into(),
             store: None,
         };
@@ -350,6 +353,71 @@ pub async fn time_instantiation(
         let mut store = new_store(engine, params, facts, io);
         plugin.pre.instantiate_async(&mut store).await?;
         times.push(started.elapsed());
+    }
+
+    times.sort();
+    Ok(times)
+}
+
+/// Run `count` whole sessions of `plugin` one after another, each over
+/// an in-process pipe whose client sends `input` at once and then reads
+/// until the plugin closes; returns each session's duration, sorted.
+/// No socket is involved, so this is what the sandbox costs a session.
+pub async fn time_sessions(
+    engine: &Engine,
+    plugin: Arc<Plugin>,
+    input: &[u8],
+    count: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Bytes the pipe holds each way: more than any bench input.
+    const PIPE_CAPACITY: usize = 64 << 10;
+
+    let (_keep, shutdown) = tokio::sync::watch::channel(false);
+    let mut times = Vec::with_capacity(count);
+    let mut output = Vec::new();
+
+    for id in 0..count {
+        let (mut client, server_end) = tokio::io::duplex(PIPE_CAPACITY);
+        let io = ConnIo::new(
+            crate::conn::Stream::Memory(server_end),
+            None,
+            None,
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            shutdown.clone(),
+        );
+        let params = SessionParams {
+            plugin: plugin.clone(),
+            settings: Arc::new(Vec::new()),
+            max_memory: 64 << 20,
+            cpu_slice: Duration::from_secs(1),
+            log_rate: 50,
+            log_callsites: crate::plugin_log::callsites_for("bench"),
+            error_reply: "".into(),
+            store: None,
+        };
+        let facts = Facts {
+            id: id as u64,
+            listener: "bench".into(),
+            peer: ([127, 0, 0, 1], 0).into(),
+            local: ([127, 0, 0, 1], 0).into(),
+            plaintext_auth: PlaintextAuth::Never,
+        };
+
+        let started = Instant::now();
+        client.write_all(input).await?;
+        output.clear();
+        let client_side = client.read_to_end(&mut output);
+        let (outcome, read) =
+            tokio::join!(run(engine, params, facts, io), client_side);
+        times.push(started.elapsed());
+
+        read?;
+        if let (Outcome::Trapped(cause), _, _) = outcome {
+            anyhow::bail!("session {id} trapped: {cause}");
+        }
     }
 
     times.sort();
