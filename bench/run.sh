@@ -11,6 +11,7 @@
 #   BENCH_IDLE           idle connections held (10000)
 #   BENCH_HOST_LOG       the host's RUST_LOG during the run (warn)
 #   BENCH_INSTANTIATE    instantiations for the latency figure (10000)
+#   BENCH_SESSIONS       in-process sessions for the sandbox figure (20000)
 
 set -euo pipefail
 
@@ -25,6 +26,7 @@ clients=${BENCH_CLIENTS:-16}
 idle=${BENCH_IDLE:-10000}
 host_log=${BENCH_HOST_LOG:-warn}
 instantiate_count=${BENCH_INSTANTIATE:-10000}
+session_count=${BENCH_SESSIONS:-20000}
 
 # Seconds allowed for the host to compile the plugin and answer.
 readonly STARTUP_WAIT=120
@@ -286,8 +288,17 @@ rr_native=$(median_ratio "${per_native[@]}")
 rr_fork=$(median_ratio "${per_fork[@]}")
 rr_tls=$(median_ratio "${per_tls[@]}")
 
-echo "bench: instantiation latency"
-if "$host_bin" plugin bench --help >/dev/null 2>&1; then
+echo "bench: instantiation latency and whole sessions in process"
+sandbox_cpu=
+if "$host_bin" plugin bench --help 2>/dev/null | grep -q -- --sessions; then
+    timed=$("$host_bin" plugin bench "$plugin" --count "$instantiate_count" \
+        --sessions "$session_count" 2>&1 || true)
+    instantiate=$(echo "$timed" | grep -m 1 '^instantiate ' || true)
+    [[ -n $instantiate ]] || instantiate="instantiate: no result line"
+    echo "$timed" | grep '^session ' | sed 's/^/  /'
+    sandbox_cpu=$(echo "$timed" |
+        sed -n 's/^session cpu_per_session=\([0-9.]*\)us.*/\1/p')
+elif "$host_bin" plugin bench --help >/dev/null 2>&1; then
     instantiate=$("$host_bin" plugin bench "$plugin" --count "$instantiate_count" 2>&1 |
         grep -m 1 '^instantiate' || true)
     [[ -n $instantiate ]] || instantiate="instantiate: no result line"
@@ -336,3 +347,4 @@ if [[ -n $p99 ]]; then
 else
     row "instantiate p99 (us)" "n/a"
 fi
+row "host CPU us per in-process session" "${sandbox_cpu:-n/a}"

@@ -134,14 +134,19 @@ enum PluginCommand {
         #[arg(long, default_value = "session")]
         role: String,
         /// Also run this many whole sessions over an in-process pipe,
-        /// the client sending `--input` at once, and time each from
-        /// instantiation to teardown.
+        /// the client sending `--input` at once and then closing its
+        /// side, and time each from instantiation to teardown. A session
+        /// that traps fails the command.
         #[arg(long, default_value_t = 0)]
         sessions: usize,
         /// What the client sends in each timed session; `\r\n` and `\n`
         /// are escapes for CR LF and LF.
         #[arg(long, default_value = "hello\\r\\nworld\\r\\nQUIT\\r\\n")]
         input: String,
+        /// A listener setting the plugin sees, as `KEY=VALUE`; repeat it
+        /// for more.
+        #[arg(long = "setting", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
     },
 }
 
@@ -259,8 +264,9 @@ fn run_command(command: Command) -> anyhow::Result<()> {
                     role,
                     sessions,
                     input,
+                    settings,
                 },
-        } => plugin_bench(&file, count, &role, sessions, &input),
+        } => plugin_bench(&file, count, &role, sessions, &input, &settings),
         Command::Plugin {
             command:
                 PluginCommand::Test {
@@ -330,10 +336,19 @@ fn plugin_bench(
     role: &str,
     sessions: usize,
     input: &str,
+    settings: &[String],
 ) -> anyhow::Result<()> {
     use std::sync::Arc;
 
     let role = config::Role::parse(role)?;
+    let settings = settings
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
+            None => anyhow::bail!("`--setting {pair}`: expected KEY=VALUE"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let settings = Arc::new(settings);
     let input = input.replace("\\r", "\r").replace("\\n", "\n");
     let mut config: Config = toml::from_str("")?;
     config.limits.max_connections = 64;
@@ -356,11 +371,15 @@ fn plugin_bench(
 
         if sessions > 0 {
             let input = input.as_bytes();
-            session::time_sessions(&engine, loaded.clone(), input, 100).await?;
+            // Warm the slots and code pages as above.
+            let warm_up = 100.min(sessions);
+            session::time_sessions(&engine, &loaded, &settings, input, warm_up)
+                .await?;
             let cpu_before = process_cpu_time();
-            let times =
-                session::time_sessions(&engine, loaded, input, sessions)
-                    .await?;
+            let times = session::time_sessions(
+                &engine, &loaded, &settings, input, sessions,
+            )
+            .await?;
             let cpu = process_cpu_time().saturating_sub(cpu_before);
             print_percentiles("session", &times);
             println!(

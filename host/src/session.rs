@@ -360,12 +360,14 @@ pub async fn time_instantiation(
 }
 
 /// Run `count` whole sessions of `plugin` one after another, each over
-/// an in-process pipe whose client sends `input` at once and then reads
-/// until the plugin closes; returns each session's duration, sorted.
+/// an in-process pipe whose client sends `input` at once, closes its side
+/// and reads until the plugin closes; returns each session's duration,
+/// sorted, or the first session that trapped.
 /// No socket is involved, so this is what the sandbox costs a session.
 pub async fn time_sessions(
     engine: &Engine,
-    plugin: Arc<Plugin>,
+    plugin: &Arc<Plugin>,
+    settings: &Arc<Vec<(String, String)>>,
     input: &[u8],
     count: usize,
 ) -> anyhow::Result<Vec<Duration>> {
@@ -390,7 +392,7 @@ pub async fn time_sessions(
         );
         let params = SessionParams {
             plugin: plugin.clone(),
-            settings: Arc::new(Vec::new()),
+            settings: settings.clone(),
             max_memory: 64 << 20,
             cpu_slice: Duration::from_secs(1),
             log_rate: 50,
@@ -406,8 +408,11 @@ pub async fn time_sessions(
             plaintext_auth: PlaintextAuth::Never,
         };
 
+        // The client closes its side after the input, so a plugin that
+        // waits for more ends at once instead of at the idle timeout.
         let started = Instant::now();
         client.write_all(input).await?;
+        client.shutdown().await?;
         output.clear();
         let client_side = client.read_to_end(&mut output);
         let (outcome, read) =

@@ -427,3 +427,49 @@ fn plugin_records_go_under_the_listener_target_rate_limited() {
     assert!(kept <= 200, "rate limit let {kept} records through");
     assert!(log.contains("stdout line 0"), "stdout not logged");
 }
+
+/// `plugin bench` times instantiations and whole in-process sessions and
+/// says how many it ran; a session whose plugin traps fails the command.
+#[test]
+fn plugin_bench_times_instantiations_and_whole_sessions() {
+    let echo = plugin("echo");
+    let echo = echo.to_str().unwrap();
+    let output = mailhost(
+        &["plugin", "bench", echo, "--count", "50", "--sessions", "30"],
+        b"",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("instantiate count=50 "), "{stdout}");
+    assert!(stdout.contains("session count=30 "), "{stdout}");
+    let cpu: f64 = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("session cpu_per_session="))
+        .and_then(|rest| rest.strip_suffix("us"))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no CPU figure in {stdout}"));
+    assert!(cpu > 0.0, "{stdout}");
+
+    // The hostile plugin panics in this mode: the bench must not report
+    // a figure for sessions that did not run to their end.
+    let hostile = plugin("hostile");
+    let output = mailhost(
+        &[
+            "plugin",
+            "bench",
+            hostile.to_str().unwrap(),
+            "--count",
+            "5",
+            "--sessions",
+            "3",
+            "--input",
+            "hello\\r\\n",
+            "--setting",
+            "mode=panic",
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("trapped"), "{stderr}");
+}
