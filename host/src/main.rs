@@ -344,8 +344,10 @@ fn plugin_bench(
     let settings = settings
         .iter()
         .map(|pair| match pair.split_once('=') {
-            Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
-            None => anyhow::bail!("`--setting {pair}`: expected KEY=VALUE"),
+            Some((key, value)) if !key.is_empty() => {
+                Ok((key.to_owned(), value.to_owned()))
+            }
+            _ => anyhow::bail!("`--setting {pair}`: expected KEY=VALUE"),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let settings = Arc::new(settings);

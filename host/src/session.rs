@@ -312,6 +312,37 @@ impl SessionState {
     }
 }
 
+/// Idle timeout and session length of a timed in-process session: only
+/// a plugin that ignores the client's close ever waits this long.
+const BENCH_IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a timed session of `plugin` starts with: the defaults of a
+/// session-role listener named `bench`, and `settings`.
+fn bench_session(
+    plugin: &Arc<Plugin>,
+    settings: &Arc<Vec<(String, String)>>,
+    id: u64,
+) -> (SessionParams, Facts) {
+    let params = SessionParams {
+        plugin: plugin.clone(),
+        settings: settings.clone(),
+        max_memory: 64 << 20,
+        cpu_slice: Duration::from_secs(1),
+        log_rate: 50,
+        log_callsites: crate::plugin_log::callsites_for("bench"),
+        error_reply: "".into(),
+        store: None,
+    };
+    let facts = Facts {
+        id,
+        listener: "bench".into(),
+        peer: ([127, 0, 0, 1], 0).into(),
+        local: ([127, 0, 0, 1], 0).into(),
+        plaintext_auth: PlaintextAuth::Never,
+    };
+    (params, facts)
+}
+
 /// Instantiate `plugin` `count` times in fresh stores, as sessions do,
 /// without running it; returns each instantiation's duration, sorted.
 pub async fn time_instantiation(
@@ -321,25 +352,10 @@ pub async fn time_instantiation(
 ) -> anyhow::Result<Vec<Duration>> {
     let (_keep, shutdown) = tokio::sync::watch::channel(false);
     let mut times = Vec::with_capacity(count);
+    let no_settings = Arc::new(Vec::new());
 
     for _ in 0..count {
-        let params = SessionParams {
-            plugin: plugin.clone(),
-            settings: Arc::new(Vec::new()),
-            max_memory: 64 << 20,
-            cpu_slice: Duration::from_secs(1),
-            log_rate: 50,
-            log_callsites: crate::plugin_log::callsites_for("bench"),
-            error_reply: "".into(),
-            store: None,
-        };
-        let facts = Facts {
-            id: 0,
-            listener: "bench".into(),
-            peer: ([127, 0, 0, 1], 0).into(),
-            local: ([127, 0, 0, 1], 0).into(),
-            plaintext_auth: PlaintextAuth::Never,
-        };
+        let (params, facts) = bench_session(&plugin, &no_settings, 0);
         let io = ConnIo::new(
             crate::conn::Stream::Gone,
             None,
@@ -386,27 +402,11 @@ pub async fn time_sessions(
             crate::conn::Stream::Memory(server_end),
             None,
             None,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
+            BENCH_IO_TIMEOUT,
+            BENCH_IO_TIMEOUT,
             shutdown.clone(),
         );
-        let params = SessionParams {
-            plugin: plugin.clone(),
-            settings: settings.clone(),
-            max_memory: 64 << 20,
-            cpu_slice: Duration::from_secs(1),
-            log_rate: 50,
-            log_callsites: crate::plugin_log::callsites_for("bench"),
-            error_reply: "".into(),
-            store: None,
-        };
-        let facts = Facts {
-            id: id as u64,
-            listener: "bench".into(),
-            peer: ([127, 0, 0, 1], 0).into(),
-            local: ([127, 0, 0, 1], 0).into(),
-            plaintext_auth: PlaintextAuth::Never,
-        };
+        let (params, facts) = bench_session(plugin, settings, id as u64);
 
         // The client closes its side after the input, so a plugin that
         // waits for more ends at once instead of at the idle timeout.
