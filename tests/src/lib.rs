@@ -34,6 +34,22 @@ pub fn bin() -> PathBuf {
     }
 }
 
+/// A `[[listener]]` table for the echo plugin on a free loopback port,
+/// with `extra` keys (TOML lines) after the standard ones.
+pub fn echo_listener(name: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[listener]]
+name = "{name}"
+address = "127.0.0.1:0"
+role = "session"
+plugin = "{plugin}"
+{extra}
+"#,
+        plugin = plugin("echo").display()
+    )
+}
+
 /// Path of a built plugin: `plugin("echo")` is `mailhost_echo.wasm`.
 pub fn plugin(name: &str) -> PathBuf {
     let dir = match std::env::var_os("MAILHOST_PLUGIN_DIR") {

@@ -5,22 +5,7 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mailhost_tests::{Client, Host, mailhost, plugin};
-
-/// An echo listener with the given extra keys.
-fn echo_listener(name: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[listener]]
-name = "{name}"
-address = "127.0.0.1:0"
-role = "session"
-plugin = "{plugin}"
-{extra}
-"#,
-        plugin = plugin("echo").display()
-    )
-}
+use mailhost_tests::{Client, Host, echo_listener, mailhost, plugin};
 
 /// A hostile listener misbehaving in `mode`, with a 2 s idle timeout.
 fn hostile_listener(mode: &str) -> String {

@@ -671,16 +671,23 @@ fn idle_wakes_within_a_second_of_delivery() {
     );
 }
 
-#[test]
-fn two_sessions_see_each_others_flags_and_expunges() {
-    let host = start("");
-    for n in 1..=3 {
-        deliver(&host, &message(&format!("m{n}"), "body"));
+/// Deliver `count` messages (`m1`, `m2`, ...) and open two sessions
+/// that both selected INBOX (tags `a1` and `b1`).
+fn two_sessions_on_inbox(host: &Host, count: usize) -> (Wire, Wire) {
+    for n in 1..=count {
+        deliver(host, &message(&format!("m{n}"), "body"));
     }
     let mut a = Wire::login(host.addr("imap"));
     let mut b = Wire::login(host.addr("imap"));
     ok(&a.cmd("a1 SELECT INBOX"));
     ok(&b.cmd("b1 SELECT INBOX"));
+    (a, b)
+}
+
+#[test]
+fn two_sessions_see_each_others_flags_and_expunges() {
+    let host = start("");
+    let (mut a, mut b) = two_sessions_on_inbox(&host, 3);
 
     ok(&a.cmd("a2 STORE 2 +FLAGS.SILENT (\\Flagged)"));
     let r = ok(&b.cmd("b2 NOOP")).to_vec();
@@ -1692,13 +1699,7 @@ fn select_fetch_search_of_100000_messages_fit_the_default_cpu_slice() {
 #[test]
 fn updates_reach_other_sessions_at_their_next_command() {
     let host = start("");
-    for n in 1..=2 {
-        deliver(&host, &message(&format!("m{n}"), "body"));
-    }
-    let mut a = Wire::login(host.addr("imap"));
-    let mut b = Wire::login(host.addr("imap"));
-    ok(&a.cmd("a1 SELECT INBOX"));
-    ok(&b.cmd("b1 SELECT INBOX"));
+    let (mut a, mut b) = two_sessions_on_inbox(&host, 2);
 
     // A change made through the host shows at once, after any command.
     ok(&b.cmd("b2 STORE 1 +FLAGS.SILENT (\\Flagged)"));

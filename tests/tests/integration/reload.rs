@@ -270,17 +270,8 @@ fn limits(max: u32, per_ip: u32) -> String {
 /// before its settings table.
 fn echo_listener(name: &str, keys: &str, greeting: &str) -> String {
     format!(
-        r#"
-[[listener]]
-name = "{name}"
-address = "127.0.0.1:0"
-role = "session"
-plugin = "{}"
-{keys}
-[listener.settings]
-greeting = "{greeting}"
-"#,
-        plugin("echo").display()
+        "{}[listener.settings]\ngreeting = \"{greeting}\"\n",
+        mailhost_tests::echo_listener(name, keys)
     )
 }
 
