@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mailhost_tests::{Client, Host, mailhost, plugin, python};
+use mailhost_tests::{Client, Host, echo_listener, mailhost, plugin, python};
 
 /// A host with the echo plugin on a STARTTLS listener (`starttls`) and an
 /// implicit-TLS one (`implicit`), using a self-signed certificate made by
@@ -25,19 +25,8 @@ key = "{dir}/tls/localhost.key"
         dir = dir.path().display()
     );
     for (name, mode) in [("starttls", "starttls"), ("implicit", "implicit")] {
-        config.push_str(&format!(
-            r#"
-[[listener]]
-name = "{name}"
-address = "127.0.0.1:0"
-role = "session"
-plugin = "{plugin}"
-tls = "{mode}"
-handshake-timeout = 1
-{extra}
-"#,
-            plugin = plugin("echo").display()
-        ));
+        let keys = format!("tls = \"{mode}\"\nhandshake-timeout = 1\n{extra}");
+        config.push_str(&echo_listener(name, &keys));
     }
     std::fs::write(dir.path().join("mailhost.toml"), &config).unwrap();
 
