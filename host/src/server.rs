@@ -679,6 +679,9 @@ plugin = "probe.wasm"
         config.listeners[0].clone()
     }
 
+    /// The accept loop leaves `TCP_NODELAY` alone on Linux, so this is
+    /// what every session's socket gets there.
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn accepted_connections_have_nodelay_without_a_call_each() {
         let socket = bind(&loopback_listener()).unwrap();
@@ -686,9 +689,7 @@ plugin = "probe.wasm"
         let _client = TcpStream::connect(address).await.unwrap();
         let (accepted, _) = socket.accept().await.unwrap();
 
-        // The accept loop leaves the option alone where it is inherited,
-        // so this is what every session's socket gets.
-        assert_eq!(accepted.nodelay().unwrap(), NODELAY_INHERITED);
+        assert!(accepted.nodelay().unwrap());
     }
 
     #[tokio::test]

@@ -53,7 +53,6 @@ pub struct Options {
     /// the plugin.
     pub role: Option<Role>,
     /// Where compiled plugins are cached, between transcripts and runs.
-    /// every time.
     pub cache: PathBuf,
     /// Print every line exchanged as it happens.
     pub verbose: bool,
