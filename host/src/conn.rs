@@ -23,6 +23,10 @@ pub const MAX_WRITE: u32 = 1 << 20;
 /// How much a read asks of the socket at a time, in bytes.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Capacity an empty input buffer may keep while its session waits for
+/// the client, in bytes; a larger one is released before the wait.
+const IDLE_BUFFER: usize = 1024;
+
 /// The token a plugin holds for its connection. There is exactly one per
 /// session; the socket itself lives in [`ConnIo`] in the session state so
 /// the host can still write an error reply after a trap.
@@ -75,7 +79,7 @@ impl ConnIo {
     ) -> ConnIo {
         ConnIo {
             stream,
-            buf: Vec::with_capacity(1024),
+            buf: Vec::new(),
             start: 0,
             eof: false,
             idle_timeout,
@@ -125,12 +129,17 @@ impl ConnIo {
         }
 
         // Drop consumed bytes before growing the buffer, so a long session
-        // keeps a buffer the size of its longest pending input.
+        // keeps a buffer the size of its longest pending input. With
+        // nothing pending the buffer is let go entirely: a socket read
+        // waits for readiness before it takes one, so thousands of idle
+        // sessions do not each pin a read chunk.
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        self.buf.reserve(READ_CHUNK);
+        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER {
+            self.buf = Vec::new();
+        }
 
         // One timer for whichever comes first, the idle timeout or the end
         // of the session: a read that waits costs one timer, not two.
@@ -144,9 +153,15 @@ impl ConnIo {
         let (stream, buf) = (&mut self.stream, &mut self.buf);
         let read = async move {
             match stream {
-                Stream::Plain(tcp) => tcp.read_buf(buf).await,
-                Stream::Tls(tls) => tls.read_buf(buf).await,
-                Stream::Memory(pipe) => pipe.read_buf(buf).await,
+                Stream::Plain(tcp) => read_when_ready(tcp, buf).await,
+                Stream::Tls(tls) => {
+                    buf.reserve(READ_CHUNK);
+                    tls.read_buf(buf).await
+                }
+                Stream::Memory(pipe) => {
+                    buf.reserve(READ_CHUNK);
+                    pipe.read_buf(buf).await
+                }
                 Stream::Gone => Ok(0),
             }
         };
@@ -348,6 +363,28 @@ impl ConnIo {
 }
 
 /// Resolve once a shutdown has begun; never if the host drops the sender.
+/// Wait until `tcp` has input (or its end), then read it into `buf`,
+/// growing `buf` only once there is something to put in it.
+async fn read_when_ready(
+    tcp: &TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    loop {
+        tcp.readable().await?;
+        buf.reserve(READ_CHUNK);
+        match tcp.try_read_buf(buf) {
+            // The readiness was stale (left from the previous read): let
+            // the chunk go again and wait for the next edge.
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                if buf.is_empty() {
+                    *buf = Vec::new();
+                }
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 pub async fn shutdown_begins(shutdown: &mut watch::Receiver<bool>) {
     loop {
         if *shutdown.borrow_and_update() {
@@ -436,5 +473,64 @@ impl wit::HostConnection for SessionState {
         self.table.delete(conn)?;
         self.io.close().await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected socket pair on loopback: the client's end and a
+    /// `ConnIo` over the server's, with the given idle timeout.
+    async fn pair(idle_timeout: Duration) -> (TcpStream, ConnIo) {
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_tx, shutdown) = watch::channel(false);
+        // The receiver outlives the sender: `changed` then errs, which
+        // `shutdown_begins` treats as "never".
+        let io = ConnIo::new(
+            Stream::Plain(server),
+            None,
+            None,
+            idle_timeout,
+            Duration::from_secs(60),
+            shutdown,
+        );
+        (client, io)
+    }
+
+    #[tokio::test]
+    async fn a_waiting_read_holds_no_input_buffer() {
+        let (mut client, mut io) = pair(Duration::from_millis(100)).await;
+
+        // A line grows the buffer to a read chunk...
+        client.write_all(b"hello\r\n").await.unwrap();
+        assert_eq!(io.read_line(100).await.unwrap(), b"hello\r\n");
+        assert!(io.buf.capacity() >= READ_CHUNK);
+
+        // ...which is let go while the session waits for the next one.
+        assert_eq!(io.read_line(100).await, Err(IoError::Timeout));
+        assert_eq!(io.buf.capacity(), 0);
+
+        // Input after the wait is read as before.
+        client.write_all(b"again\r\n").await.unwrap();
+        assert_eq!(io.read_line(100).await.unwrap(), b"again\r\n");
+    }
+
+    #[tokio::test]
+    async fn pending_input_survives_the_release() {
+        let (mut client, mut io) = pair(Duration::from_millis(100)).await;
+
+        // Half a line is kept across a wait that times out.
+        client.write_all(b"par").await.unwrap();
+        assert_eq!(io.read_line(100).await, Err(IoError::Timeout));
+        assert_eq!(io.buffered(), b"par");
+
+        client.write_all(b"tial\r\n").await.unwrap();
+        assert_eq!(io.read_line(100).await.unwrap(), b"partial\r\n");
     }
 }

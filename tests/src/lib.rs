@@ -208,6 +208,11 @@ impl Host {
         false
     }
 
+    /// The host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// Send a signal (`libc::SIGTERM`, `libc::SIGHUP`, ...) to the host.
     pub fn signal(&self, signal: i32) {
         let pid = self.child.as_ref().unwrap().id() as i32;

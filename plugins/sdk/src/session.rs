@@ -110,9 +110,8 @@ impl Session {
             return Ok(());
         }
 
-        let max = crate::bindings::mailhost::plugin::connection::max_write();
         let output = std::mem::take(&mut self.output);
-        for chunk in output.chunks(max as usize) {
+        for chunk in output.chunks(max_write() as usize) {
             self.conn.write(chunk)?;
         }
         Ok(())
@@ -121,8 +120,11 @@ impl Session {
     /// Flush unless pipelined input is already waiting or the buffer is
     /// still small; called before every read.
     fn flush_before_read(&mut self) -> Result<(), ReadError> {
-        if self.conn.buffered() == 0
-            || self.output.len() >= OUTPUT_FLUSH_THRESHOLD
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        if self.output.len() >= OUTPUT_FLUSH_THRESHOLD
+            || self.conn.buffered() == 0
         {
             self.flush()?;
         }
@@ -217,4 +219,12 @@ impl Drop for Session {
         // client.
         let _ = self.flush();
     }
+}
+
+/// The host's write limit. It is fixed for the life of the host, and an
+/// instance lives for one session, so one call per session suffices.
+fn max_write() -> u32 {
+    static MAX_WRITE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MAX_WRITE
+        .get_or_init(crate::bindings::mailhost::plugin::connection::max_write)
 }

@@ -74,6 +74,23 @@ fn echo_session_completes_and_is_summarised() {
     assert!(summary.contains("outcome=\"completed\""), "{summary}");
 }
 
+/// Transparent huge pages would back each idle session's few touched
+/// kilobytes with 2 MiB pages; the host opts out at start.
+#[cfg(target_os = "linux")]
+#[test]
+fn host_opts_out_of_transparent_huge_pages() {
+    let host = Host::start(&echo_listener("echo", ""));
+
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", host.pid()))
+            .unwrap();
+    match status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        Some(line) => assert_eq!(line.split_whitespace().nth(1), Some("0")),
+        // Older kernels do not report it; the prctl still applies.
+        None => eprintln!("kernel does not report THP_enabled; not checked"),
+    }
+}
+
 #[test]
 fn one_connection_over_each_limit_gets_the_busy_reply() {
     let config = format!(
