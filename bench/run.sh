@@ -9,6 +9,7 @@
 #   BENCH_SECONDS        seconds per round (3)
 #   BENCH_CLIENTS        concurrent clients (16)
 #   BENCH_IDLE           idle connections held (10000)
+#   BENCH_FORK_IDLE      idle connections held by fork-echo (1000)
 #   BENCH_HOST_LOG       the host's RUST_LOG during the run (warn)
 #   BENCH_INSTANTIATE    instantiations for the latency figure (10000)
 #   BENCH_SESSIONS       in-process sessions for the sandbox figure (20000)
@@ -24,6 +25,7 @@ rounds=${BENCH_ROUNDS:-5}
 seconds=${BENCH_SECONDS:-3}
 clients=${BENCH_CLIENTS:-16}
 idle=${BENCH_IDLE:-10000}
+fork_idle=${BENCH_FORK_IDLE:-1000}
 host_log=${BENCH_HOST_LOG:-warn}
 instantiate_count=${BENCH_INSTANTIATE:-10000}
 session_count=${BENCH_SESSIONS:-20000}
@@ -97,6 +99,26 @@ start_baseline() {
 # VmRSS of a process, in KiB.
 rss_kib() {
     awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+# Proportional set size of a process and its children, in KiB: each page
+# shared by N processes counts 1/N. For fork-echo, whose children share
+# most of their pages with the parent and each other, summed RSS would
+# count every shared page once per child.
+pss_tree_kib() {
+    local parent=$1 stat pid ppid rest total=0 pss
+    for stat in /proc/[0-9]*/stat; do
+        # Field 4 is the parent pid; the command in field 2 may hold
+        # spaces, so cut after its closing parenthesis.
+        read -r rest <"$stat" 2>/dev/null || continue
+        pid=${rest%% *}
+        rest=${rest##*) }
+        read -r _ ppid _ <<<"$rest"
+        [[ $pid == "$parent" || $ppid == "$parent" ]] || continue
+        pss=$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null)
+        total=$((total + ${pss:-0}))
+    done
+    echo "$total"
 }
 
 # CPU time a process and its reaped children used, in clock ticks: for
@@ -197,12 +219,13 @@ declare -A pid_of=(
 )
 servers=(ours native fork ours-tls native-tls)
 
-# Idle connections: the host's memory before and while it holds them.
+# Idle connections: a server's memory before and while it holds $4 of
+# them (default $idle), read by the function $5 (default rss_kib).
 idle_figure() {
-    local name=$1 pid=$2 addr=$3
+    local name=$1 pid=$2 addr=$3 count=${4:-$idle} memory=${5:-rss_kib}
     local before with line opened
-    before=$(rss_kib "$pid")
-    "$bench" idle-hold --addr "$addr" -n "$idle" --hold 600 >"$work/idle-$name.out" &
+    before=$("$memory" "$pid")
+    "$bench" idle-hold --addr "$addr" -n "$count" --hold 600 >"$work/idle-$name.out" &
     local holder=$!
     pids+=("$holder")
     for _ in $(seq 1200); do
@@ -213,7 +236,7 @@ idle_figure() {
     done
     [[ -n $line ]] || fail "idle-hold against $name did not finish opening"
     sleep "$IDLE_SETTLE"
-    with=$(rss_kib "$pid")
+    with=$("$memory" "$pid")
     opened=$line
     sed -n "s/^idle-hold /  idle $name: /p" "$work/idle-$name.out" | grep -v holding= || true
     kill "$holder"
@@ -223,7 +246,8 @@ idle_figure() {
     fi
     per_conn=$(awk -v a="$before" -v b="$with" -v n="$opened" \
         'BEGIN { printf "%.1f", (b - a) / n }')
-    echo "  idle $name: rss_before=${before}KiB rss_with=${with}KiB" \
+    local measure=${memory%%_*}
+    echo "  idle $name: ${measure}_before=${before}KiB ${measure}_with=${with}KiB" \
         "connections=$opened per_connection=${per_conn}KiB"
 }
 
@@ -232,6 +256,14 @@ idle_figure ours "$host_pid" "127.0.0.1:$port"
 idle_ours=$per_conn
 idle_figure native "$native_pid" "$native"
 idle_native=$per_conn
+# A fork-echo of its own, allowed a child for every idle connection (the
+# rate rounds' one stops at 1,024), and measured by PSS.
+echo "bench: idle connections to fork per connection ($fork_idle), PSS" \
+    "of the server and its children from /proc/PID/smaps_rollup"
+start_baseline fork-idle fork-echo --max-children $((fork_idle + FD_SLACK))
+idle_figure fork "$pid" "$address" "$fork_idle" pss_tree_kib
+idle_fork=$per_conn
+kill "$pid"
 # Let the host finish the sessions the holder just closed.
 sleep "$IDLE_SETTLE"
 
@@ -341,6 +373,7 @@ for server in "${servers[@]}"; do
 done
 row "KiB per idle connection, ours" "$idle_ours" "<= 64 $(verdict "$idle_ours" 64 '<=')"
 row "KiB per idle connection, native" "$idle_native"
+row "KiB per idle connection, fork (PSS)" "$idle_fork"
 if [[ -n $p99 ]]; then
     row "instantiate p99 (us)" "$p99" \
         "< 50 $(awk -v v="$p99" 'BEGIN { print (v + 0 < 50) ? "meets" : "MISSES" }')"
