@@ -362,7 +362,6 @@ impl ConnIo {
     }
 }
 
-/// Resolve once a shutdown has begun; never if the host drops the sender.
 /// Wait until `tcp` has input (or its end), then read it into `buf`,
 /// growing `buf` only once there is something to put in it.
 async fn read_when_ready(
@@ -385,6 +384,7 @@ async fn read_when_ready(
     }
 }
 
+/// Resolve once a shutdown has begun; never if the host drops the sender.
 pub async fn shutdown_begins(shutdown: &mut watch::Receiver<bool>) {
     loop {
         if *shutdown.borrow_and_update() {

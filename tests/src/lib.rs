@@ -215,7 +215,7 @@ impl Host {
 
     /// Send a signal (`libc::SIGTERM`, `libc::SIGHUP`, ...) to the host.
     pub fn signal(&self, signal: i32) {
-        let pid = self.child.as_ref().unwrap().id() as i32;
+        let pid = self.pid() as i32;
         // SAFETY: kill(2) on the pid of a child this harness owns.
         unsafe { libc::kill(pid, signal) };
     }
