@@ -154,6 +154,9 @@ impl ConnIo {
         let read = async move {
             match stream {
                 Stream::Plain(tcp) => read_when_ready(tcp, buf).await,
+                // TODO(#4): a TLS read still takes its chunk before the
+                // wait: rustls may hold decrypted input that the socket's
+                // readiness would not show.
                 Stream::Tls(tls) => {
                     buf.reserve(READ_CHUNK);
                     tls.read_buf(buf).await
