@@ -154,10 +154,14 @@ impl ConnIo {
         let read = async move {
             match stream {
                 Stream::Plain(tcp) => read_when_ready(tcp, buf).await,
-                // TODO(#4): a TLS read still takes its chunk before the
-                // wait: rustls may hold decrypted input that the socket's
-                // readiness would not show.
                 Stream::Tls(tls) => {
+                    // Decrypted input still inside rustls would not show
+                    // as socket readiness: wait on the socket only when
+                    // rustls holds none and wants more of it.
+                    let (tcp, session) = tls.get_ref();
+                    if session.wants_read() {
+                        tcp.readable().await?;
+                    }
                     buf.reserve(READ_CHUNK);
                     tls.read_buf(buf).await
                 }
@@ -522,6 +526,81 @@ mod tests {
         // Input after the wait is read as before.
         client.write_all(b"again\r\n").await.unwrap();
         assert_eq!(io.read_line(100).await.unwrap(), b"again\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_tls_read_holds_no_input_buffer() {
+        use tokio_rustls::rustls;
+
+        // A self-signed certificate in a directory of this test's own.
+        let dir = std::env::temp_dir()
+            .join(format!("mailhost-conn-tls-{}", std::process::id()));
+        let files = crate::config::TlsFiles {
+            certificate: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        crate::tls::ensure_self_signed(&files).unwrap();
+        let acceptor = crate::tls::acceptor(&files, &[]).unwrap();
+
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(&files.certificate).unwrap();
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let client_config =
+            rustls::ClientConfig::builder_with_provider(provider.into())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+            client_config,
+        ));
+
+        // Handshake both ends of a loopback pair.
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let name =
+            rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let client = async {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            connector.connect(name, tcp).await.unwrap()
+        };
+        let server = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            acceptor.accept(tcp).await.unwrap()
+        };
+        let (mut client, server) = tokio::join!(client, server);
+        let (_tx, shutdown) = watch::channel(false);
+        let mut io = ConnIo::new(
+            Stream::Tls(Box::new(server)),
+            None,
+            None,
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+            shutdown,
+        );
+
+        // A line of several records and read chunks, then a short one,
+        // sent at once: reads that wait before taking a chunk still find
+        // all of it.
+        let long = [b"x".repeat(3 * READ_CHUNK), b"\r\n".to_vec()].concat();
+        client.write_all(&long).await.unwrap();
+        client.write_all(b"two\r\n").await.unwrap();
+        client.flush().await.unwrap();
+        assert_eq!(io.read_line(MAX_READ).await.unwrap(), long);
+        assert_eq!(io.read_line(100).await.unwrap(), b"two\r\n");
+
+        // Waiting for the next line holds no chunk.
+        assert_eq!(io.read_line(100).await, Err(IoError::Timeout));
+        assert_eq!(io.buf.capacity(), 0);
+
+        client.write_all(b"three\r\n").await.unwrap();
+        client.flush().await.unwrap();
+        assert_eq!(io.read_line(100).await.unwrap(), b"three\r\n");
     }
 
     #[tokio::test]
