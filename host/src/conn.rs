@@ -23,10 +23,6 @@ pub const MAX_WRITE: u32 = 1 << 20;
 /// How much a read asks of the socket at a time, in bytes.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Capacity an empty input buffer may keep while its session waits for
-/// the client, in bytes; a larger one is released before the wait.
-const IDLE_BUFFER: usize = 1024;
-
 /// The token a plugin holds for its connection. There is exactly one per
 /// session; the socket itself lives in [`ConnIo`] in the session state so
 /// the host can still write an error reply after a trap.
@@ -129,17 +125,12 @@ impl ConnIo {
         }
 
         // Drop consumed bytes before growing the buffer, so a long session
-        // keeps a buffer the size of its longest pending input. With
-        // nothing pending the buffer is let go entirely: a socket read
-        // waits for readiness before it takes one, so thousands of idle
-        // sessions do not each pin a read chunk.
+        // keeps a buffer the size of its longest pending input.
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER {
-            self.buf = Vec::new();
-        }
+        release_if_empty(&mut self.buf);
 
         // One timer for whichever comes first, the idle timeout or the end
         // of the session: a read that waits costs one timer, not two.
@@ -369,6 +360,15 @@ impl ConnIo {
     }
 }
 
+/// Let go of an input buffer that holds nothing: reads wait for readiness
+/// before they take a chunk, so thousands of sessions waiting on their
+/// clients do not each pin one.
+fn release_if_empty(buf: &mut Vec<u8>) {
+    if buf.is_empty() {
+        *buf = Vec::new();
+    }
+}
+
 /// Wait until `tcp` has input (or its end), then read it into `buf`,
 /// growing `buf` only once there is something to put in it.
 async fn read_when_ready(
@@ -382,9 +382,7 @@ async fn read_when_ready(
             // The readiness was stale (left from the previous read): let
             // the chunk go again and wait for the next edge.
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                if buf.is_empty() {
-                    *buf = Vec::new();
-                }
+                release_if_empty(buf)
             }
             outcome => return outcome,
         }
@@ -487,32 +485,44 @@ impl wit::HostConnection for SessionState {
 mod tests {
     use super::*;
 
-    /// A connected socket pair on loopback: the client's end and a
-    /// `ConnIo` over the server's, with the given idle timeout.
-    async fn pair(idle_timeout: Duration) -> (TcpStream, ConnIo) {
+    /// Idle timeout of the tests' sessions: short, so a wait ends soon.
+    const TEST_IDLE: Duration = Duration::from_millis(100);
+
+    /// A `ConnIo` over `stream` that no shutdown ever reaches.
+    fn conn_io(stream: Stream) -> ConnIo {
+        // The sender is dropped here: `changed` then errs, which
+        // `shutdown_begins` treats as "never".
+        let (_tx, shutdown) = watch::channel(false);
+        ConnIo::new(
+            stream,
+            None,
+            None,
+            TEST_IDLE,
+            Duration::from_secs(60),
+            shutdown,
+        )
+    }
+
+    /// A connected loopback pair: the client's end and the server's.
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
         let listener =
             tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let (_tx, shutdown) = watch::channel(false);
-        // The receiver outlives the sender: `changed` then errs, which
-        // `shutdown_begins` treats as "never".
-        let io = ConnIo::new(
-            Stream::Plain(server),
-            None,
-            None,
-            idle_timeout,
-            Duration::from_secs(60),
-            shutdown,
-        );
-        (client, io)
+        (client, server)
+    }
+
+    /// The client's end and a plain `ConnIo` over the server's.
+    async fn pair() -> (TcpStream, ConnIo) {
+        let (client, server) = tcp_pair().await;
+        (client, conn_io(Stream::Plain(server)))
     }
 
     #[tokio::test]
     async fn a_waiting_read_holds_no_input_buffer() {
-        let (mut client, mut io) = pair(Duration::from_millis(100)).await;
+        let (mut client, mut io) = pair().await;
 
         // A line grows the buffer to a read chunk...
         client.write_all(b"hello\r\n").await.unwrap();
@@ -560,29 +570,15 @@ mod tests {
         ));
 
         // Handshake both ends of a loopback pair.
-        let listener =
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (client, server) = tcp_pair().await;
         let name =
             rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let client = async {
-            let tcp = TcpStream::connect(addr).await.unwrap();
-            connector.connect(name, tcp).await.unwrap()
-        };
-        let server = async {
-            let (tcp, _) = listener.accept().await.unwrap();
-            acceptor.accept(tcp).await.unwrap()
-        };
-        let (mut client, server) = tokio::join!(client, server);
-        let (_tx, shutdown) = watch::channel(false);
-        let mut io = ConnIo::new(
-            Stream::Tls(Box::new(server)),
-            None,
-            None,
-            Duration::from_millis(100),
-            Duration::from_secs(60),
-            shutdown,
+        let (client, server) = tokio::join!(
+            connector.connect(name, client),
+            acceptor.accept(server)
         );
+        let mut client = client.unwrap();
+        let mut io = conn_io(Stream::Tls(Box::new(server.unwrap())));
 
         // A line of several records and read chunks, then a short one,
         // sent at once: reads that wait before taking a chunk still find
@@ -605,7 +601,7 @@ mod tests {
 
     #[tokio::test]
     async fn pending_input_survives_the_release() {
-        let (mut client, mut io) = pair(Duration::from_millis(100)).await;
+        let (mut client, mut io) = pair().await;
 
         // Half a line is kept across a wait that times out.
         client.write_all(b"par").await.unwrap();

@@ -316,13 +316,15 @@ impl SessionState {
 /// a plugin that ignores the client's close ever waits this long.
 const BENCH_IO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What a timed session of `plugin` starts with: the defaults of a
-/// session-role listener named `bench`, and `settings`.
+/// What a timed session of `plugin` over `stream` starts with: the
+/// defaults of a session-role listener named `bench`, and `settings`.
 fn bench_session(
     plugin: &Arc<Plugin>,
     settings: &Arc<Vec<(String, String)>>,
     id: u64,
-) -> (SessionParams, Facts) {
+    stream: crate::conn::Stream,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> (SessionParams, Facts, ConnIo) {
     let params = SessionParams {
         plugin: plugin.clone(),
         settings: settings.clone(),
@@ -340,7 +342,15 @@ fn bench_session(
         local: ([127, 0, 0, 1], 0).into(),
         plaintext_auth: PlaintextAuth::Never,
     };
-    (params, facts)
+    let io = ConnIo::new(
+        stream,
+        None,
+        None,
+        BENCH_IO_TIMEOUT,
+        BENCH_IO_TIMEOUT,
+        shutdown.clone(),
+    );
+    (params, facts, io)
 }
 
 /// Instantiate `plugin` `count` times in fresh stores, as sessions do,
@@ -355,14 +365,12 @@ pub async fn time_instantiation(
     let no_settings = Arc::new(Vec::new());
 
     for _ in 0..count {
-        let (params, facts) = bench_session(&plugin, &no_settings, 0);
-        let io = ConnIo::new(
+        let (params, facts, io) = bench_session(
+            &plugin,
+            &no_settings,
+            0,
             crate::conn::Stream::Gone,
-            None,
-            None,
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-            shutdown.clone(),
+            &shutdown,
         );
 
         let started = Instant::now();
@@ -398,15 +406,13 @@ pub async fn time_sessions(
 
     for id in 0..count {
         let (mut client, server_end) = tokio::io::duplex(PIPE_CAPACITY);
-        let io = ConnIo::new(
+        let (params, facts, io) = bench_session(
+            plugin,
+            settings,
+            id as u64,
             crate::conn::Stream::Memory(server_end),
-            None,
-            None,
-            BENCH_IO_TIMEOUT,
-            BENCH_IO_TIMEOUT,
-            shutdown.clone(),
+            &shutdown,
         );
-        let (params, facts) = bench_session(plugin, settings, id as u64);
 
         // The client closes its side after the input, so a plugin that
         // waits for more ends at once instead of at the idle timeout.
