@@ -23,6 +23,14 @@ pub const MAX_WRITE: u32 = 1 << 20;
 /// How much a read asks of the socket at a time, in bytes.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// How long closing may wait on a client that does not read: for held
+/// replies, and again for the TLS close and the shutdown.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most output `send-and-read-line` holds back while the client pipelines
+/// before it goes out anyway, in bytes.
+const HELD_LIMIT: usize = 64 * 1024;
+
 /// The token a plugin holds for its connection. There is exactly one per
 /// session; the socket itself lives in [`ConnIo`] in the session state so
 /// the host can still write an error reply after a trap.
@@ -53,6 +61,9 @@ pub struct ConnIo {
     buf: Vec<u8>,
     start: usize,
     eof: bool,
+    /// Replies `send-and-read-line` accepted but held back because the
+    /// client had pipelined more commands; sent before the next wait.
+    held: Vec<u8>,
     idle_timeout: Duration,
     session_deadline: tokio::time::Instant,
     shutdown: watch::Receiver<bool>,
@@ -78,6 +89,7 @@ impl ConnIo {
             buf: Vec::new(),
             start: 0,
             eof: false,
+            held: Vec::new(),
             idle_timeout,
             session_deadline: tokio::time::Instant::now() + max_session,
             shutdown,
@@ -112,7 +124,9 @@ impl ConnIo {
     }
 
     /// Wait for more input from the client, or report why none will come.
+    /// Held replies go out first: the client may be waiting for them.
     async fn fill(&mut self) -> Result<(), IoError> {
+        self.send_held().await?;
         if self.eof {
             return Err(IoError::Closed);
         }
@@ -253,12 +267,51 @@ impl ConnIo {
         Ok(self.consume(len))
     }
 
-    /// Write and flush everything, waiting at most the idle timeout for a
-    /// client that does not read.
+    /// Send held replies, then `data`, and flush, waiting at most the idle
+    /// timeout for a client that does not read.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), IoError> {
         if data.len() > MAX_WRITE as usize {
             return Err(IoError::InvalidArgument);
         }
+        if self.held.is_empty() {
+            return self.send(data).await;
+        }
+
+        // One send for both, in order.
+        self.held.extend_from_slice(data);
+        self.send_held().await
+    }
+
+    /// Hold `reply` back if a whole line of pipelined input is already
+    /// buffered, else send it with whatever is held; then read a line.
+    pub async fn send_and_read_line(
+        &mut self,
+        reply: &[u8],
+        max_len: u32,
+    ) -> Result<Vec<u8>, IoError> {
+        if reply.len() > MAX_WRITE as usize {
+            return Err(IoError::InvalidArgument);
+        }
+
+        // `fill` sends what is held before it waits, so a reply is held
+        // only while the next command is already here.
+        self.held.extend_from_slice(reply);
+        if self.held.len() >= HELD_LIMIT {
+            self.send_held().await?;
+        }
+        self.read_line(max_len).await
+    }
+
+    /// Send the held replies, if any, and let their buffer go.
+    pub async fn send_held(&mut self) -> Result<(), IoError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.held);
+        self.send(&held).await
+    }
+
+    async fn send(&mut self, data: &[u8]) -> Result<(), IoError> {
         if data.is_empty() {
             return Ok(());
         }
@@ -305,8 +358,11 @@ impl ConnIo {
         self.close().await;
     }
 
-    /// Flush and shut the socket down.
+    /// Send what is held, flush and shut the socket down.
     pub async fn close(&mut self) {
+        let held = self.send_held();
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, held).await;
+
         let stream = std::mem::replace(&mut self.stream, Stream::Gone);
         let shutdown = async move {
             match stream {
@@ -322,7 +378,7 @@ impl ConnIo {
                 Stream::Gone => {}
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(2), shutdown).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, shutdown).await;
     }
 
     /// Upgrade to TLS, discarding any input buffered after the command.
@@ -333,6 +389,12 @@ impl ConnIo {
         let Some(offer) = self.starttls.take() else {
             return Err(TlsError::Unavailable);
         };
+
+        // Held replies belong to the plaintext conversation, the "go
+        // ahead" among them.
+        if self.send_held().await.is_err() {
+            return Err(TlsError::HandshakeFailed);
+        }
 
         // Whatever the client sent after STARTTLS and before the handshake
         // was sent in plaintext and may be an injected command
@@ -430,6 +492,17 @@ impl wit::HostConnection for SessionState {
         let chunk = self.io.read(max_len).await;
         self.resume_cpu();
         Ok(chunk)
+    }
+
+    async fn send_and_read_line(
+        &mut self,
+        _conn: Resource<ConnectionHandle>,
+        data: Vec<u8>,
+        max_len: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, IoError>> {
+        let line = self.io.send_and_read_line(&data, max_len).await;
+        self.resume_cpu();
+        Ok(line)
     }
 
     fn buffered(
@@ -610,5 +683,119 @@ mod tests {
 
         client.write_all(b"tial\r\n").await.unwrap();
         assert_eq!(io.read_line(100).await.unwrap(), b"partial\r\n");
+    }
+
+    /// What the client has received within `wait`, without blocking
+    /// longer.
+    async fn received(client: &mut TcpStream, wait: Duration) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Ok(read)) =
+            tokio::time::timeout_at(deadline, client.read(&mut chunk)).await
+        {
+            if read == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..read]);
+        }
+        got
+    }
+
+    /// `send-and-read-line` of `reply` while the client takes what
+    /// arrives within half the idle timeout, then sends `next`: the line
+    /// read and what the client had received by then.
+    async fn turn(
+        io: &mut ConnIo,
+        client: &mut TcpStream,
+        reply: &[u8],
+        next: &[u8],
+    ) -> (Result<Vec<u8>, IoError>, Vec<u8>) {
+        tokio::join!(io.send_and_read_line(reply, 100), async {
+            let got = received(client, TEST_IDLE / 2).await;
+            client.write_all(next).await.unwrap();
+            got
+        })
+    }
+
+    #[tokio::test]
+    async fn a_reply_goes_out_before_the_wait_for_the_next_line() {
+        let (mut client, mut io) = pair().await;
+
+        // Nothing is buffered: the reply must reach the client while the
+        // host waits, or both would wait on each other.
+        let (line, got) =
+            turn(&mut io, &mut client, b"OK ready\r\n", b"NEXT\r\n").await;
+        assert_eq!(got, b"OK ready\r\n");
+        assert_eq!(line.unwrap(), b"NEXT\r\n");
+        assert!(io.held.is_empty());
+    }
+
+    #[tokio::test]
+    async fn replies_to_pipelined_lines_are_held_then_sent_together() {
+        let (mut client, mut io) = pair().await;
+        client.write_all(b"A\r\nB\r\nC\r\n").await.unwrap();
+        assert_eq!(io.read_line(100).await.unwrap(), b"A\r\n");
+
+        // B and C are already here: the replies to A and B wait.
+        let short = Duration::from_millis(20);
+        assert_eq!(
+            io.send_and_read_line(b"a\r\n", 100).await.unwrap(),
+            b"B\r\n"
+        );
+        assert_eq!(
+            io.send_and_read_line(b"b\r\n", 100).await.unwrap(),
+            b"C\r\n"
+        );
+        assert_eq!(received(&mut client, short).await, b"");
+
+        // Nothing more is buffered: all three go out before the wait.
+        let (line, got) = turn(&mut io, &mut client, b"c\r\n", b"D\r\n").await;
+        assert_eq!(got, b"a\r\nb\r\nc\r\n");
+        assert_eq!(line.unwrap(), b"D\r\n");
+    }
+
+    #[tokio::test]
+    async fn held_replies_go_out_with_a_write_and_at_close_in_order() {
+        let (mut client, mut io) = pair().await;
+        client.write_all(b"A\r\nB\r\nC\r\n").await.unwrap();
+        assert_eq!(io.read_line(100).await.unwrap(), b"A\r\n");
+        io.send_and_read_line(b"1 ", 100).await.unwrap();
+
+        io.write(b"2 ").await.unwrap();
+        assert!(io.held.is_empty());
+        io.send_and_read_line(b"3 ", 100).await.unwrap();
+        io.close().await;
+
+        assert_eq!(received(&mut client, TEST_IDLE).await, b"1 2 3 ");
+        assert_eq!(io.bytes_out, 6);
+    }
+
+    #[tokio::test]
+    async fn held_output_goes_out_past_its_limit() {
+        let (mut client, mut io) = pair().await;
+        client.write_all(b"A\r\nB\r\n").await.unwrap();
+        assert_eq!(io.read_line(100).await.unwrap(), b"A\r\n");
+
+        // B is pipelined, but the reply is too large to hold.
+        let large = vec![b'x'; HELD_LIMIT];
+        let (line, got) = tokio::join!(
+            io.send_and_read_line(&large, 100),
+            received(&mut client, TEST_IDLE / 2)
+        );
+        assert_eq!(line.unwrap(), b"B\r\n");
+        assert_eq!(got.len(), HELD_LIMIT);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_reply_is_refused_and_nothing_is_read() {
+        let (mut client, mut io) = pair().await;
+        client.write_all(b"A\r\n").await.unwrap();
+
+        let oversized = vec![b'x'; MAX_WRITE as usize + 1];
+        let refused = io.send_and_read_line(&oversized, 100).await;
+        assert_eq!(refused, Err(IoError::InvalidArgument));
+        assert!(io.held.is_empty());
+        assert_eq!(io.read_line(100).await.unwrap(), b"A\r\n");
     }
 }

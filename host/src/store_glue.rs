@@ -768,6 +768,12 @@ impl mailbox::HostFolder for SessionState {
             return Ok(Ok(mailbox::WaitEvent::Changed));
         }
 
+        // Replies held for pipelined input go out before the wait, not
+        // inside the race below, where a change could cut them off.
+        if let Err(err) = self.io.send_held().await {
+            return Ok(Err(err));
+        }
+
         let timeout = std::time::Duration::from_millis(u64::from(timeout_ms));
         let event = tokio::select! {
             filled = self.io.wait_for_input() => filled.map(|()| mailbox::WaitEvent::Input),

@@ -69,10 +69,15 @@ const OUTPUT_FLUSH_THRESHOLD: usize = 64 * 1024;
 ///
 /// Replies queue in the buffer and go out in one write when the plugin is
 /// about to wait for input and no pipelined input is waiting, so a client
-/// that pipelines fifty commands gets its replies in a few packets.
+/// that pipelines fifty commands gets its replies in a few packets. A line
+/// read hands the queued replies to the host in the same call
+/// (`send-and-read-line`), and the host decides whether to hold them.
 pub struct Session {
     conn: Connection,
     output: Vec<u8>,
+    /// Whether the host may be holding replies handed over with a line
+    /// read, so that `flush` must ask it to send them.
+    host_may_hold: bool,
 }
 
 impl Session {
@@ -80,6 +85,7 @@ impl Session {
         Session {
             conn,
             output: Vec::new(),
+            host_may_hold: false,
         }
     }
 
@@ -104,17 +110,45 @@ impl Session {
         self.flush()
     }
 
-    /// Send all queued output.
+    /// Send all queued output, and any the host holds, now.
     pub fn flush(&mut self) -> Result<(), ReadError> {
-        if self.output.is_empty() {
+        if self.output.is_empty() && !self.host_may_hold {
             return Ok(());
         }
 
+        // An empty write sends what the host holds.
+        self.host_may_hold = false;
+        if self.output.is_empty() {
+            return Ok(self.conn.write(&[])?);
+        }
+        self.write_queued()
+    }
+
+    fn write_queued(&mut self) -> Result<(), ReadError> {
         let output = std::mem::take(&mut self.output);
         for chunk in output.chunks(max_write() as usize) {
             self.conn.write(chunk)?;
         }
         Ok(())
+    }
+
+    /// Read a line, handing the queued output to the host in the same
+    /// call; it goes out before the host waits for the client.
+    fn send_and_read_line(
+        &mut self,
+        max_len: u32,
+    ) -> Result<Vec<u8>, ReadError> {
+        if self.output.len() > max_write() as usize {
+            self.write_queued()?;
+        }
+        if self.output.is_empty() {
+            return Ok(self.conn.read_line(max_len)?);
+        }
+
+        self.host_may_hold = true;
+        let line = self.conn.send_and_read_line(&self.output, max_len);
+        self.output.clear();
+        Ok(line?)
     }
 
     /// Flush unless pipelined input is already waiting or the buffer is
@@ -136,9 +170,7 @@ impl Session {
     /// `max_len` bytes; the rest, up to its LF, is read and discarded so
     /// the next read starts on a fresh line.
     pub fn read_line(&mut self, max_len: u32) -> Result<Line, ReadError> {
-        self.flush_before_read()?;
-
-        let raw = self.conn.read_line(max_len)?;
+        let raw = self.send_and_read_line(max_len)?;
         if raw.last() == Some(&b'\n') || max_len == 0 {
             return Ok(Line {
                 raw,
@@ -172,8 +204,7 @@ impl Session {
         &mut self,
         max_len: u32,
     ) -> Result<Vec<u8>, ReadError> {
-        self.flush_before_read()?;
-        Ok(self.conn.read_line(max_len)?)
+        self.send_and_read_line(max_len)
     }
 
     /// Read exactly `len` bytes (an IMAP literal, say), handing them to
@@ -216,8 +247,11 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         // A goodbye queued just before returning must still reach the
-        // client.
-        let _ = self.flush();
+        // client. What the host holds it sends when the connection
+        // closes.
+        if !self.output.is_empty() {
+            let _ = self.write_queued();
+        }
     }
 }
 
