@@ -3,6 +3,7 @@
 //! costs a counter update and a short write each.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -79,18 +80,31 @@ impl Counter {
     }
 
     /// Count one more session from `ip`, or say which limit is full.
+    /// One map lookup each way: the per-IP count is looked up through
+    /// its entry, since every accept and every close pays for the hash.
     fn try_acquire(&self, ip: IpAddr) -> Result<(), TotalOrIp> {
         let mut state = self.state.lock().unwrap();
-        if state.total >= self.max_total.load(Ordering::Relaxed) {
+        let CounterState { total, per_ip } = &mut *state;
+        if *total >= self.max_total.load(Ordering::Relaxed) {
             return Err(TotalOrIp::Total);
         }
-        let from_ip = state.per_ip.get(&ip).copied().unwrap_or(0);
-        if from_ip >= self.max_per_ip.load(Ordering::Relaxed) {
-            return Err(TotalOrIp::Ip);
-        }
 
-        state.total += 1;
-        state.per_ip.insert(ip, from_ip + 1);
+        let max_per_ip = self.max_per_ip.load(Ordering::Relaxed);
+        match per_ip.entry(ip) {
+            Entry::Occupied(mut open) => {
+                if *open.get() >= max_per_ip {
+                    return Err(TotalOrIp::Ip);
+                }
+                *open.get_mut() += 1;
+            }
+            Entry::Vacant(first) => {
+                if max_per_ip == 0 {
+                    return Err(TotalOrIp::Ip);
+                }
+                first.insert(1);
+            }
+        }
+        *total += 1;
         Ok(())
     }
 
@@ -100,10 +114,10 @@ impl Counter {
 
         // Forget an address once its last session ends, so the map holds
         // only addresses with open sessions and cannot grow without bound.
-        if let Some(count) = state.per_ip.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                state.per_ip.remove(&ip);
+        if let Entry::Occupied(mut open) = state.per_ip.entry(ip) {
+            *open.get_mut() -= 1;
+            if *open.get() == 0 {
+                open.remove();
             }
         }
     }

@@ -138,7 +138,11 @@ impl Session {
         &mut self,
         max_len: u32,
     ) -> Result<Vec<u8>, ReadError> {
-        if self.output.len() > max_write() as usize {
+        // `max-write` is documented as 1 MiB: below the threshold there is
+        // no need to ask.
+        if self.output.len() >= OUTPUT_FLUSH_THRESHOLD
+            && self.output.len() > max_write() as usize
+        {
             self.write_queued()?;
         }
         if self.output.is_empty() {
