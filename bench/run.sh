@@ -13,6 +13,7 @@
 #   BENCH_HOST_LOG       the host's RUST_LOG during the run (warn)
 #   BENCH_INSTANTIATE    instantiations for the latency figure (10000)
 #   BENCH_SESSIONS       in-process sessions for the sandbox figure (20000)
+#   BENCH_INSTRUCTIONS   sessions for the instruction counts (2000; 0 skips)
 
 set -euo pipefail
 
@@ -29,6 +30,7 @@ fork_idle=${BENCH_FORK_IDLE:-1000}
 host_log=${BENCH_HOST_LOG:-warn}
 instantiate_count=${BENCH_INSTANTIATE:-10000}
 session_count=${BENCH_SESSIONS:-20000}
+instruction_sessions=${BENCH_INSTRUCTIONS:-2000}
 
 # Seconds allowed for the host to compile the plugin and answer.
 readonly STARTUP_WAIT=120
@@ -38,6 +40,12 @@ readonly FD_SLACK=1024
 readonly IDLE_SETTLE=2
 # Seconds of unmeasured load per server before the rounds.
 readonly WARMUP=1
+# Sessions of the shorter of the two counted runs; the difference of the
+# runs leaves out startup and shutdown.
+readonly COUNT_BASE=200
+# Connection limit of the counted host: valgrind cannot reserve the pool
+# that the rate figures' limits size.
+readonly COUNT_MAX_CONNECTIONS=64
 
 fail() {
     echo "bench: $*" >&2
@@ -153,30 +161,36 @@ echo "bench: machine: $(nproc) cores, $memory, $(uname -sr);" \
 echo "bench: host \`$host_bin\`, plugin \`$plugin\`," \
     "host log level \`$host_log\`"
 
+# A host config: the data directory, both connection limits at $1 and a
+# plaintext echo listener on port $2.
+host_config() {
+    cat <<EOF
+data-dir = "$work/data"
+shutdown-grace = 1
+
+[limits]
+max-connections = $1
+max-connections-per-ip = $1
+
+[[listener]]
+name = "echo"
+address = "127.0.0.1:$2"
+protocol = "other"
+role = "session"
+plugin = "$plugin"
+EOF
+}
+
 # The host: a plaintext and an implicit-TLS echo listener, limits sized
 # for the idle figure (they also size the instance pool).
 port=$("$bench" free-port)
 tls_port=$("$bench" free-port)
 [[ $port != "$tls_port" ]] || tls_port=$("$bench" free-port)
 max_connections=$((idle + FD_SLACK))
-cat >"$work/mailhost.toml" <<EOF
-data-dir = "$work/data"
-shutdown-grace = 1
 
-[limits]
-max-connections = $max_connections
-max-connections-per-ip = $max_connections
-
-[tls]
-certificate = "$work/cert.pem"
-key = "$work/key.pem"
-
-[[listener]]
-name = "echo"
-address = "127.0.0.1:$port"
-protocol = "other"
-role = "session"
-plugin = "$plugin"
+{
+    host_config "$max_connections" "$port"
+    cat <<EOF
 
 [[listener]]
 name = "echo-tls"
@@ -185,7 +199,12 @@ protocol = "other"
 role = "session"
 plugin = "$plugin"
 tls = "implicit"
+
+[tls]
+certificate = "$work/cert.pem"
+key = "$work/key.pem"
 EOF
+} >"$work/mailhost.toml"
 "$host_bin" self-signed-cert --config "$work/mailhost.toml" >/dev/null
 
 RUST_LOG=$host_log NO_COLOR=1 "$host_bin" run --config "$work/mailhost.toml" \
@@ -340,6 +359,64 @@ fi
 echo "  $instantiate"
 p99=$(echo "$instantiate" | sed -n 's/.*p99=\([0-9.]*\)us.*/\1/p')
 
+# User-space instructions per session of a server run by valgrind's
+# cachegrind ($1 names it, $2 is its address, the rest its command): the
+# difference between a run of COUNT_BASE sessions and one of
+# COUNT_BASE + $instruction_sessions, divided by the latter. Unlike the
+# rates it does not move with the machine's load; kernel work is not in
+# it. Leaves the figure in $instructions.
+count_instructions() {
+    local name=$1 addr=$2 sessions refs vpid
+    shift 2
+    local counted=()
+    for sessions in "$COUNT_BASE" $((COUNT_BASE + instruction_sessions)); do
+        valgrind --tool=cachegrind --cache-sim=no \
+            --cachegrind-out-file=/dev/null "$@" \
+            >"$work/count-$name.out" 2>"$work/count-$name.err" &
+        vpid=$!
+        pids+=("$vpid")
+        "$bench" probe --addr "$addr" --wait "$STARTUP_WAIT" >/dev/null ||
+            fail "$name under valgrind did not serve:" \
+                "$(tail -n 5 "$work/count-$name.err")"
+        "$bench" load --addr "$addr" -c 4 -d 600 --max-sessions "$sessions" \
+            >/dev/null
+        # TERM, not INT: a background job of a script ignores SIGINT.
+        kill -TERM "$vpid"
+        wait "$vpid" 2>/dev/null || true
+        refs=$(sed -n 's/^==[0-9]*== I *refs: *//p' "$work/count-$name.err" |
+            tr -d ,)
+        [[ -n $refs ]] || fail "no instruction count for $name"
+        counted+=("$refs")
+    done
+    instructions=$(((counted[1] - counted[0]) / instruction_sessions))
+    echo "  $name: ${counted[0]} instructions for $COUNT_BASE sessions," \
+        "${counted[1]} for $((COUNT_BASE + instruction_sessions)):" \
+        "$instructions per session"
+}
+
+instructions_ours=n/a instructions_native=n/a instructions_ratio=n/a
+if [[ $instruction_sessions -eq 0 ]]; then
+    echo "bench: instruction counts skipped (BENCH_INSTRUCTIONS=0)"
+elif ! command -v valgrind >/dev/null; then
+    echo "bench: instruction counts not measured: no valgrind" \
+        "(apt-get install valgrind)"
+else
+    echo "bench: user-space instructions per session under valgrind" \
+        "($instruction_sessions sessions)"
+    count_port=$("$bench" free-port)
+    # The rate host's data directory: its compiled plugin is reused.
+    host_config "$COUNT_MAX_CONNECTIONS" "$count_port" >"$work/count.toml"
+    RUST_LOG=$host_log NO_COLOR=1 count_instructions ours \
+        "127.0.0.1:$count_port" "$host_bin" run --config "$work/count.toml"
+    instructions_ours=$instructions
+    count_port=$("$bench" free-port)
+    count_instructions native "127.0.0.1:$count_port" \
+        "$bench" native-echo --listen "127.0.0.1:$count_port"
+    instructions_native=$instructions
+    instructions_ratio=$(awk -v a="$instructions_ours" \
+        -v b="$instructions_native" 'BEGIN { printf "%.2f", a / b }')
+fi
+
 # Whether a figure meets its target from the issue.
 verdict() {
     awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN {
@@ -381,3 +458,6 @@ else
     row "instantiate p99 (us)" "n/a"
 fi
 row "host CPU us per in-process session" "${sandbox_cpu:-n/a}"
+row "instructions per session, ours" "$instructions_ours"
+row "instructions per session, native" "$instructions_native"
+row "instructions ours / native" "$instructions_ratio"

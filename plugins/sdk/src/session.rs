@@ -126,6 +126,9 @@ impl Session {
 
     fn write_queued(&mut self) -> Result<(), ReadError> {
         let output = std::mem::take(&mut self.output);
+        if output.len() < OUTPUT_FLUSH_THRESHOLD {
+            return Ok(self.conn.write(&output)?);
+        }
         for chunk in output.chunks(max_write() as usize) {
             self.conn.write(chunk)?;
         }
@@ -139,7 +142,7 @@ impl Session {
         max_len: u32,
     ) -> Result<Vec<u8>, ReadError> {
         // `max-write` is documented as 1 MiB: below the threshold there is
-        // no need to ask.
+        // no need to ask (nor in `write_queued`).
         if self.output.len() >= OUTPUT_FLUSH_THRESHOLD
             && self.output.len() > max_write() as usize
         {
