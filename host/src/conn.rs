@@ -473,6 +473,20 @@ impl wit::Host for SessionState {
     }
 }
 
+impl SessionState {
+    /// A read (or handshake) that brought something from the client
+    /// starts a new CPU slice. One that failed did not: it may have failed
+    /// at once (closed, shutting down), and a plugin that ignores the
+    /// error and calls again must not restart its slice forever. The
+    /// time a failed call waited (an idle timeout) is still credited as
+    /// a host call's wait.
+    fn resume_after_input(&mut self, arrived: bool) {
+        if arrived {
+            self.resume_cpu();
+        }
+    }
+}
+
 impl wit::HostConnection for SessionState {
     async fn read_line(
         &mut self,
@@ -480,7 +494,7 @@ impl wit::HostConnection for SessionState {
         max_len: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, IoError>> {
         let line = self.io.read_line(max_len).await;
-        self.resume_cpu();
+        self.resume_after_input(line.is_ok());
         Ok(line)
     }
 
@@ -490,7 +504,7 @@ impl wit::HostConnection for SessionState {
         max_len: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, IoError>> {
         let chunk = self.io.read(max_len).await;
-        self.resume_cpu();
+        self.resume_after_input(chunk.is_ok());
         Ok(chunk)
     }
 
@@ -501,7 +515,7 @@ impl wit::HostConnection for SessionState {
         max_len: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, IoError>> {
         let line = self.io.send_and_read_line(&data, max_len).await;
-        self.resume_cpu();
+        self.resume_after_input(line.is_ok());
         Ok(line)
     }
 
@@ -533,7 +547,7 @@ impl wit::HostConnection for SessionState {
         _conn: Resource<ConnectionHandle>,
     ) -> wasmtime::Result<Result<(), TlsError>> {
         let outcome = self.io.start_tls().await;
-        self.resume_cpu();
+        self.resume_after_input(outcome.is_ok());
         Ok(outcome)
     }
 

@@ -783,9 +783,13 @@ impl mailbox::HostFolder for SessionState {
 
         // Input or a change is an event from outside: the work it causes
         // starts a new CPU slice, as a read does. A timeout is not, or a
-        // plugin could reset its slice at will with short waits; the time
-        // waited is still credited as a host call.
-        if !matches!(event, Ok(mailbox::WaitEvent::Timeout)) {
+        // plugin could reset its slice at will with short waits, and nor
+        // is an error, which may come at once; the time waited is still
+        // credited as a host call.
+        if matches!(
+            event,
+            Ok(mailbox::WaitEvent::Input | mailbox::WaitEvent::Changed)
+        ) {
             self.resume_cpu();
         }
         Ok(event)

@@ -11,6 +11,8 @@
 //! - `chatty`: logs and prints 10,000 records, then returns.
 //! - `hold`: waits for one line, then returns without a reply, leaving
 //!   the client to see only the close.
+//! - `reread`: keeps calling every read and `start-tls` after the client
+//!   has gone, ignoring the errors that come back at once.
 
 use mailhost_sdk::{Connection, Guest, Session};
 
@@ -42,6 +44,16 @@ impl Guest for Hostile {
             "noread" => loop {
                 std::hint::black_box(session.connection().buffered());
             },
+            "reread" => {
+                let conn = session.connection();
+                loop {
+                    let _ = std::hint::black_box(conn.read_line(100));
+                    let _ = std::hint::black_box(conn.read(100));
+                    let reply = conn.send_and_read_line(b"again\r\n", 100);
+                    let _ = std::hint::black_box(reply);
+                    let _ = std::hint::black_box(conn.start_tls());
+                }
+            }
             _ => {
                 let _ = session.read_line(100);
             }

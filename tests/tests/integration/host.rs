@@ -226,6 +226,23 @@ fn hostile_plugins_are_contained_while_200_echo_sessions_complete() {
 }
 
 #[test]
+fn a_plugin_that_keeps_reading_after_the_close_is_stopped_by_its_slice() {
+    let host = Host::start(&hostile_listener("reread"));
+
+    // Reads that fail at once do not restart the CPU slice, so the
+    // plugin's loop of them is computing and ends at the 1 s slice.
+    let mut client = Client::connect(host.addr("reread"));
+    client.expect("OK hostile reread");
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !session_ended(&host, "reread", "trapped") {
+        assert!(Instant::now() < deadline, "not stopped:\n{}", host.log());
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(host.log().contains("cpu slice exhausted"), "{}", host.log());
+}
+
+#[test]
 fn idle_timeout_makes_the_plugin_say_goodbye() {
     let host = Host::start(&echo_listener("echo", "idle-timeout = 1"));
 
