@@ -577,17 +577,15 @@ mod tests {
 
     /// A `ConnIo` over `stream` that no shutdown ever reaches.
     fn conn_io(stream: Stream) -> ConnIo {
+        conn_io_idle(stream, TEST_IDLE)
+    }
+
+    /// The same with an idle timeout of `idle`.
+    fn conn_io_idle(stream: Stream, idle: Duration) -> ConnIo {
         // The sender is dropped here: `changed` then errs, which
         // `shutdown_begins` treats as "never".
         let (_tx, shutdown) = watch::channel(false);
-        ConnIo::new(
-            stream,
-            None,
-            None,
-            TEST_IDLE,
-            Duration::from_secs(60),
-            shutdown,
-        )
+        ConnIo::new(stream, None, None, idle, Duration::from_secs(60), shutdown)
     }
 
     /// A connected loopback pair: the client's end and the server's.
@@ -699,8 +697,29 @@ mod tests {
         assert_eq!(io.read_line(100).await.unwrap(), b"partial\r\n");
     }
 
-    /// What the client has received within `wait`, without blocking
-    /// longer.
+    /// Longest a test's client waits for bytes it expects: far beyond
+    /// any scheduling delay, so only output that never comes fails.
+    const EXPECT_WAIT: Duration = Duration::from_secs(5);
+
+    /// The client's end and a `ConnIo` that waits `EXPECT_WAIT` twice
+    /// over before its idle timeout, for tests where both sides wait.
+    async fn patient_pair() -> (TcpStream, ConnIo) {
+        let (client, server) = tcp_pair().await;
+        (client, conn_io_idle(Stream::Plain(server), EXPECT_WAIT * 2))
+    }
+
+    /// Read exactly `expected.len()` bytes and compare them.
+    async fn expect_bytes(client: &mut TcpStream, expected: &[u8]) {
+        let mut got = vec![0u8; expected.len()];
+        let read = client.read_exact(&mut got);
+        match tokio::time::timeout(EXPECT_WAIT, read).await {
+            Ok(Ok(_)) => assert_eq!(got, expected),
+            Ok(Err(err)) => panic!("reading {expected:?}: {err}"),
+            Err(_) => panic!("{expected:?} did not arrive"),
+        }
+    }
+
+    /// Whatever arrives within `wait`: for checking that nothing does.
     async fn received(client: &mut TcpStream, wait: Duration) -> Vec<u8> {
         let mut got = Vec::new();
         let mut chunk = [0u8; 4096];
@@ -716,43 +735,41 @@ mod tests {
         got
     }
 
-    /// `send-and-read-line` of `reply` while the client takes what
-    /// arrives within half the idle timeout, then sends `next`: the line
-    /// read and what the client had received by then.
+    /// `send-and-read-line` of `reply` while the client waits for
+    /// `expected`, which must arrive before it sends `next`: the host
+    /// must not hold output while it waits for the client.
     async fn turn(
         io: &mut ConnIo,
         client: &mut TcpStream,
         reply: &[u8],
+        expected: &[u8],
         next: &[u8],
-    ) -> (Result<Vec<u8>, IoError>, Vec<u8>) {
-        tokio::join!(io.send_and_read_line(reply, 100), async {
-            let got = received(client, TEST_IDLE / 2).await;
-            client.write_all(next).await.unwrap();
-            got
-        })
+    ) -> Result<Vec<u8>, IoError> {
+        let (line, ()) =
+            tokio::join!(io.send_and_read_line(reply, 100), async {
+                expect_bytes(client, expected).await;
+                client.write_all(next).await.unwrap();
+            });
+        line
     }
 
     #[tokio::test]
     async fn a_reply_goes_out_before_the_wait_for_the_next_line() {
-        let (mut client, mut io) = pair().await;
+        let (mut client, mut io) = patient_pair().await;
 
-        // Nothing is buffered: the reply must reach the client while the
-        // host waits, or both would wait on each other.
-        let (line, got) =
-            turn(&mut io, &mut client, b"OK ready\r\n", b"NEXT\r\n").await;
-        assert_eq!(got, b"OK ready\r\n");
+        let reply = b"OK ready\r\n";
+        let line = turn(&mut io, &mut client, reply, reply, b"NEXT\r\n").await;
         assert_eq!(line.unwrap(), b"NEXT\r\n");
         assert!(io.held.is_empty());
     }
 
     #[tokio::test]
     async fn replies_to_pipelined_lines_are_held_then_sent_together() {
-        let (mut client, mut io) = pair().await;
+        let (mut client, mut io) = patient_pair().await;
         client.write_all(b"A\r\nB\r\nC\r\n").await.unwrap();
         assert_eq!(io.read_line(100).await.unwrap(), b"A\r\n");
 
         // B and C are already here: the replies to A and B wait.
-        let short = Duration::from_millis(20);
         assert_eq!(
             io.send_and_read_line(b"a\r\n", 100).await.unwrap(),
             b"B\r\n"
@@ -761,17 +778,18 @@ mod tests {
             io.send_and_read_line(b"b\r\n", 100).await.unwrap(),
             b"C\r\n"
         );
+        let short = Duration::from_millis(20);
         assert_eq!(received(&mut client, short).await, b"");
 
         // Nothing more is buffered: all three go out before the wait.
-        let (line, got) = turn(&mut io, &mut client, b"c\r\n", b"D\r\n").await;
-        assert_eq!(got, b"a\r\nb\r\nc\r\n");
+        let all = b"a\r\nb\r\nc\r\n";
+        let line = turn(&mut io, &mut client, b"c\r\n", all, b"D\r\n").await;
         assert_eq!(line.unwrap(), b"D\r\n");
     }
 
     #[tokio::test]
     async fn held_replies_go_out_with_a_write_and_at_close_in_order() {
-        let (mut client, mut io) = pair().await;
+        let (mut client, mut io) = patient_pair().await;
         client.write_all(b"A\r\nB\r\nC\r\n").await.unwrap();
         assert_eq!(io.read_line(100).await.unwrap(), b"A\r\n");
         io.send_and_read_line(b"1 ", 100).await.unwrap();
@@ -781,24 +799,23 @@ mod tests {
         io.send_and_read_line(b"3 ", 100).await.unwrap();
         io.close().await;
 
-        assert_eq!(received(&mut client, TEST_IDLE).await, b"1 2 3 ");
+        expect_bytes(&mut client, b"1 2 3 ").await;
         assert_eq!(io.bytes_out, 6);
     }
 
     #[tokio::test]
     async fn held_output_goes_out_past_its_limit() {
-        let (mut client, mut io) = pair().await;
+        let (mut client, mut io) = patient_pair().await;
         client.write_all(b"A\r\nB\r\n").await.unwrap();
         assert_eq!(io.read_line(100).await.unwrap(), b"A\r\n");
 
         // B is pipelined, but the reply is too large to hold.
         let large = vec![b'x'; HELD_LIMIT];
-        let (line, got) = tokio::join!(
+        let (line, ()) = tokio::join!(
             io.send_and_read_line(&large, 100),
-            received(&mut client, TEST_IDLE / 2)
+            expect_bytes(&mut client, &large)
         );
         assert_eq!(line.unwrap(), b"B\r\n");
-        assert_eq!(got.len(), HELD_LIMIT);
     }
 
     #[tokio::test]
