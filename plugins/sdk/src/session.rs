@@ -126,7 +126,7 @@ impl Session {
 
     fn write_queued(&mut self) -> Result<(), ReadError> {
         let output = std::mem::take(&mut self.output);
-        if output.len() < OUTPUT_FLUSH_THRESHOLD {
+        if fits_one_write(output.len()) {
             return Ok(self.conn.write(&output)?);
         }
         for chunk in output.chunks(max_write() as usize) {
@@ -141,11 +141,7 @@ impl Session {
         &mut self,
         max_len: u32,
     ) -> Result<Vec<u8>, ReadError> {
-        // `max-write` is documented as 1 MiB: below the threshold there is
-        // no need to ask (nor in `write_queued`).
-        if self.output.len() >= OUTPUT_FLUSH_THRESHOLD
-            && self.output.len() > max_write() as usize
-        {
+        if !fits_one_write(self.output.len()) {
             self.write_queued()?;
         }
         if self.output.is_empty() {
@@ -260,6 +256,13 @@ impl Drop for Session {
             let _ = self.write_queued();
         }
     }
+}
+
+/// Whether `len` bytes go to the host in one call. `max-write` is
+/// documented as 1 MiB, so below the flush threshold the host need not be
+/// asked.
+fn fits_one_write(len: usize) -> bool {
+    len < OUTPUT_FLUSH_THRESHOLD || len <= max_write() as usize
 }
 
 /// The host's write limit. It is fixed for the life of the host, and an
