@@ -16,9 +16,9 @@ build: plugins
 # Build the protocol, echo and test plugins as components.
 plugins:
     cargo build --release --target {{wasm_target}} \
-        -p mailhost-echo -p mailhost-hostile -p mailhost-snoop \
-        -p mailhost-smtp -p mailhost-pop3 -p mailhost-imap \
-        -p mailhost-template
+        -p mailhost-echo -p mailhost-bare -p mailhost-hostile \
+        -p mailhost-snoop -p mailhost-smtp -p mailhost-pop3 \
+        -p mailhost-imap -p mailhost-template
 
 # The Python plugin, built by componentize-py (installed if missing).
 python_plugin := "target/python/mailhost_python_echo.wasm"
@@ -92,5 +92,6 @@ clippy:
     cargo clippy -p mailhost -p mailhost-store -p mailhost-tests \
         -p mailhost-bench --all-targets -- -D warnings
     cargo clippy --target {{wasm_target}} -p mailhost-sdk -p mailhost-echo \
-        -p mailhost-hostile -p mailhost-snoop -p mailhost-smtp -p mailhost-pop3 \
-        -p mailhost-imap -p mailhost-template -- -D warnings
+        -p mailhost-bare -p mailhost-hostile -p mailhost-snoop \
+        -p mailhost-smtp -p mailhost-pop3 -p mailhost-imap \
+        -p mailhost-template -- -D warnings

@@ -47,7 +47,11 @@ pub enum Stopped {
 /// The data of one session's store.
 pub struct SessionState {
     pub table: ResourceTable,
-    wasi: WasiCtx,
+    /// Built on the plugin's first WASI call. Most sessions make none
+    /// (a Rust plugin's standard library imports WASI for printing,
+    /// clocks and randomness it may never use), and building one costs
+    /// as much as several host calls.
+    wasi: Option<WasiCtx>,
     limits: StoreLimits,
     pub io: ConnIo,
     pub facts: Facts,
@@ -98,10 +102,28 @@ impl SessionState {
 impl WasiView for SessionState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(|| deny_all_wasi(&self.log)),
             table: &mut self.table,
         }
     }
+}
+
+/// A WASI context that grants nothing: no directories, environment,
+/// arguments, stdin or sockets. Stdout and stderr go to the log, under
+/// the span current at the first WASI call, which is the session's.
+fn deny_all_wasi(log: &PluginLog) -> WasiCtx {
+    let span = tracing::Span::current();
+    WasiCtxBuilder::new()
+        .stdout(OutputToLog::new(
+            log.clone(),
+            wit::log::Level::Info,
+            span.clone(),
+        ))
+        .stderr(OutputToLog::new(log.clone(), wit::log::Level::Warn, span))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
 }
 
 impl wit::settings::Host for SessionState {
@@ -205,19 +227,7 @@ pub fn new_store(
     facts: Facts,
     io: ConnIo,
 ) -> Store<SessionState> {
-    let span = tracing::Span::current();
     let log = PluginLog::new(params.log_rate, params.log_callsites);
-    let wasi = WasiCtxBuilder::new()
-        .stdout(OutputToLog::new(
-            log.clone(),
-            wit::log::Level::Info,
-            span.clone(),
-        ))
-        .stderr(OutputToLog::new(log.clone(), wit::log::Level::Warn, span))
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build();
 
     let mut table = ResourceTable::new();
     table.set_max_capacity(MAX_HANDLES);
@@ -228,7 +238,7 @@ pub fn new_store(
         .build();
     let state = SessionState {
         table,
-        wasi,
+        wasi: None,
         limits,
         io,
         facts,

@@ -12,8 +12,20 @@
 //! `VERSION` answers `OK <build tag>`. The tag is a fixed-width constant so
 //! the hot-swap tests can make distinguishable copies of one build by
 //! patching its bytes.
+//!
+//! It leaves out the standard library (see the SDK's crate docs), so the
+//! component imports only the three interfaces it calls.
+
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+extern crate alloc;
+
+use alloc::borrow::ToOwned;
+use alloc::format;
 
 use mailhost_sdk::{Connection, Guest, Level, ReadError, Session};
+
+mailhost_sdk::no_std_runtime!();
 
 struct Echo;
 

@@ -1,6 +1,9 @@
 //! SASL mechanisms every mail protocol offers: PLAIN (RFC 4616) and the
 //! LOGIN mechanism that Outlook and older clients still use.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+
 use crate::base64;
 
 /// The LOGIN mechanism's first challenge, `Username:` in base64. Outlook

@@ -1,5 +1,9 @@
 //! A buffered conversation on top of the host's connection.
 
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
+
 use crate::bindings::mailhost::plugin::connection::{
     Connection, IoError, SessionInfo, TlsError,
 };
@@ -125,7 +129,7 @@ impl Session {
     }
 
     fn write_queued(&mut self) -> Result<(), ReadError> {
-        let output = std::mem::take(&mut self.output);
+        let output = core::mem::take(&mut self.output);
         if fits_one_write(output.len()) {
             return Ok(self.conn.write(&output)?);
         }
@@ -268,7 +272,12 @@ fn fits_one_write(len: usize) -> bool {
 /// The host's write limit. It is fixed for the life of the host, and an
 /// instance lives for one session, so one call per session suffices.
 fn max_write() -> u32 {
-    static MAX_WRITE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *MAX_WRITE
-        .get_or_init(crate::bindings::mailhost::plugin::connection::max_write)
+    // Zero until asked: the host never answers zero (see `max-write`).
+    static MAX_WRITE: AtomicU32 = AtomicU32::new(0);
+    let mut limit = MAX_WRITE.load(Ordering::Relaxed);
+    if limit == 0 {
+        limit = crate::bindings::mailhost::plugin::connection::max_write();
+        MAX_WRITE.store(limit, Ordering::Relaxed);
+    }
+    limit
 }

@@ -14,6 +14,11 @@ fn hostile_listener(mode: &str) -> String {
 
 /// A hostile listener misbehaving in `mode`.
 fn hostile_listener_with(mode: &str, idle_timeout: u64) -> String {
+    mode_listener("hostile", mode, idle_timeout)
+}
+
+/// A listener named `mode` of the test plugin `name`, set to `mode`.
+fn mode_listener(name: &str, mode: &str, idle_timeout: u64) -> String {
     format!(
         r#"
 [[listener]]
@@ -26,7 +31,7 @@ idle-timeout = {idle_timeout}
 [listener.settings]
 mode = "{mode}"
 "#,
-        plugin = plugin("hostile").display()
+        plugin = plugin(name).display()
     )
 }
 
@@ -240,6 +245,90 @@ fn a_plugin_that_keeps_reading_after_the_close_is_stopped_by_its_slice() {
         thread::sleep(Duration::from_millis(50));
     }
     assert!(host.log().contains("cpu slice exhausted"), "{}", host.log());
+}
+
+/// A listener of the plugin built without the standard library, in
+/// `mode`.
+fn bare_listener(mode: &str) -> String {
+    mode_listener("bare", mode, 10)
+}
+
+/// The page count a bare plugin reports at the end of `line`.
+fn pages_in(line: &str) -> usize {
+    let (_, pages) = line
+        .rsplit_once(" pages=")
+        .unwrap_or_else(|| panic!("no page count in {line:?}"));
+    pages.parse().unwrap()
+}
+
+#[test]
+fn a_plugin_without_std_serves_small_sessions_from_its_initial_memory() {
+    let host = Host::start(&bare_listener("grow"));
+    let mut client = Client::connect(host.addr("grow"));
+    let initial = pages_in(&client.expect("OK bare grow"));
+
+    // A few KiB fit in the room the linker leaves after the data.
+    client.send_line("4");
+    assert_eq!(client.line(), format!("OK 4 pages={initial}"));
+
+    // 8 MiB in pieces of many sizes, every other one freed on the way:
+    // the 4 MiB kept make the heap grow by at least 64 pages, and every
+    // kept piece is intact.
+    client.send_line("8192");
+    let reply = client.line();
+    assert!(reply.starts_with("OK 8192 "), "{reply}");
+    assert!(
+        pages_in(&reply) >= initial + 64,
+        "{reply}, {initial} at first"
+    );
+
+    // Freed memory is reused: the same again needs little more.
+    client.send_line("8192");
+    let again = client.line();
+    assert!(again.starts_with("OK 8192 "), "{again}");
+    assert!(
+        pages_in(&again) < pages_in(&reply) + 64,
+        "{again} after {reply}"
+    );
+
+    client.send_line("QUIT");
+    assert_eq!(client.line(), "BYE");
+}
+
+#[test]
+fn a_plugin_without_std_that_panics_or_runs_out_of_memory_is_logged() {
+    let config = format!("{}{}", bare_listener("panic"), bare_listener("oom"));
+    let host = Host::start(&config);
+
+    for (mode, message) in [
+        ("panic", "deliberate panic in the bare plugin"),
+        ("oom", "memory allocation of"),
+    ] {
+        let mut client = Client::connect(host.addr(mode));
+        client.expect(&format!("OK bare {mode}"));
+        let rest = String::from_utf8_lossy(&client.read_to_end()).into_owned();
+        assert_eq!(rest, "ERR internal error\r\n", "{mode}");
+
+        let record = format!("plugin::{mode}: plugin panicked at ");
+        assert!(
+            host.wait_for_log(&record, Duration::from_secs(10)),
+            "{mode}: no panic record:\n{}",
+            host.log()
+        );
+        let log = host.log();
+        let line = log.lines().find(|line| line.contains(&record)).unwrap();
+        assert!(line.contains("ERROR"), "{line}");
+        assert!(line.contains(message), "{line}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !session_ended(&host, mode, "trapped") {
+            assert!(Instant::now() < deadline, "{mode} not trapped:\n{log}");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    // And the host still serves.
+    let mut client = Client::connect(host.addr("panic"));
+    client.expect("OK bare panic");
 }
 
 #[test]
