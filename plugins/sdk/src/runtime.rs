@@ -116,26 +116,28 @@ unsafe impl dlmalloc::Allocator for LinearMemory {
             self.end.set(core::arch::wasm32::memory_size(0) * WASM_PAGE);
         }
 
-        let start = self.next.get();
-        let Some(stop) = start.checked_add(size) else {
-            return (ptr::null_mut(), 0, 0);
-        };
-        if stop > self.end.get() {
+        loop {
+            let start = self.next.get();
+            let Some(stop) = start.checked_add(size) else {
+                return (ptr::null_mut(), 0, 0);
+            };
+            if stop <= self.end.get() {
+                self.next.set(stop);
+                return (start as *mut u8, size, 0);
+            }
+
             let pages = (stop - self.end.get()).div_ceil(WASM_PAGE);
             let previous = core::arch::wasm32::memory_grow(0, pages);
             if previous == usize::MAX {
                 return (ptr::null_mut(), 0, 0);
             }
-            // Something else may have grown the memory since; the new
-            // pages start where it ended before this call.
+            // Something else grew the memory since: carry on from the
+            // new pages, leaving the rest of the old room unused.
             if previous * WASM_PAGE != self.end.get() {
-                return (ptr::null_mut(), 0, 0);
+                self.next.set(previous * WASM_PAGE);
             }
             self.end.set((previous + pages) * WASM_PAGE);
         }
-
-        self.next.set(stop);
-        (start as *mut u8, size, 0)
     }
 
     fn remap(&self, _: *mut u8, _: usize, _: usize, _: bool) -> *mut u8 {
@@ -190,8 +192,8 @@ pub fn panicked(info: &core::panic::PanicInfo<'_>) -> ! {
 /// `cabi_realloc` of the canonical ABI: the host asks the plugin for
 /// memory to put a call's results in. A zero `old_len` is a fresh
 /// allocation; a zero `new_len` gets a well-aligned dangling pointer.
-/// Out of memory (or a nonsensical layout) traps, which ends the session
-/// with the error reply.
+/// Out of memory panics (logged, see [`panicked`]) and a nonsensical
+/// layout traps; either ends the session with the error reply.
 ///
 /// # Safety
 ///
@@ -208,24 +210,26 @@ pub unsafe fn canonical_realloc(
     if new_len == 0 {
         return align as *mut u8;
     }
-    let Ok(layout) = Layout::from_size_align(old_len.max(1), align) else {
-        core::arch::wasm32::unreachable()
-    };
 
-    // SAFETY: `layout` has a nonzero size and describes `old` when
-    // `old_len` is nonzero, as the caller vouches.
-    let new = unsafe {
-        if old_len == 0 {
-            let Ok(fresh) = Layout::from_size_align(new_len, align) else {
-                core::arch::wasm32::unreachable()
-            };
-            alloc::alloc::alloc(fresh)
-        } else {
-            alloc::alloc::realloc(old, layout, new_len)
-        }
+    let new = if old_len == 0 {
+        let Ok(layout) = Layout::from_size_align(new_len, align) else {
+            core::arch::wasm32::unreachable()
+        };
+        // SAFETY: `layout` has a nonzero size.
+        unsafe { alloc::alloc::alloc(layout) }
+    } else {
+        let Ok(layout) = Layout::from_size_align(old_len, align) else {
+            core::arch::wasm32::unreachable()
+        };
+        // SAFETY: the caller vouches that `layout` describes `old`.
+        unsafe { alloc::alloc::realloc(old, layout, new_len) }
     };
     if new.is_null() {
-        core::arch::wasm32::unreachable()
+        // Reported like any failed allocation: a panic, logged.
+        match Layout::from_size_align(new_len, align) {
+            Ok(wanted) => alloc::alloc::handle_alloc_error(wanted),
+            Err(_) => core::arch::wasm32::unreachable(),
+        }
     }
     new
 }
