@@ -271,8 +271,9 @@ pub struct ListenerConfig {
     #[serde(default = "default_max_session")]
     pub max_session: u64,
 
-    /// Longest a plugin may compute without waiting for the client, in
-    /// milliseconds, before it is stopped. Default: 1000.
+    /// Longest a plugin may compute without input from the client, in
+    /// milliseconds of its own running (counted in 10 ms epoch ticks,
+    /// not wall time), before it is stopped. Default: 1000.
     #[serde(default = "default_cpu_slice_ms")]
     pub cpu_slice_ms: u64,
 

@@ -474,14 +474,12 @@ impl wit::Host for SessionState {
 }
 
 impl SessionState {
-    /// A read (or handshake) that brought something from the client
-    /// starts a new CPU slice. One that failed did not: it may have failed
-    /// at once (closed, shutting down), and a plugin that ignores the
-    /// error and calls again must not restart its slice forever. The
-    /// time a failed call waited (an idle timeout) is still credited as
-    /// a host call's wait.
-    fn resume_after_input(&mut self, arrived: bool) {
-        if arrived {
+    /// A read that brought bytes from the client starts a new CPU slice.
+    /// One that failed, or asked for nothing, did not: either may return
+    /// at once (closed, shutting down, a zero limit), and a plugin that
+    /// calls again and again must not restart its slice forever.
+    fn resume_after_input(&mut self, read: &Result<Vec<u8>, IoError>) {
+        if read.as_ref().is_ok_and(|bytes| !bytes.is_empty()) {
             self.resume_cpu();
         }
     }
@@ -494,7 +492,7 @@ impl wit::HostConnection for SessionState {
         max_len: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, IoError>> {
         let line = self.io.read_line(max_len).await;
-        self.resume_after_input(line.is_ok());
+        self.resume_after_input(&line);
         Ok(line)
     }
 
@@ -504,7 +502,7 @@ impl wit::HostConnection for SessionState {
         max_len: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, IoError>> {
         let chunk = self.io.read(max_len).await;
-        self.resume_after_input(chunk.is_ok());
+        self.resume_after_input(&chunk);
         Ok(chunk)
     }
 
@@ -515,7 +513,7 @@ impl wit::HostConnection for SessionState {
         max_len: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, IoError>> {
         let line = self.io.send_and_read_line(&data, max_len).await;
-        self.resume_after_input(line.is_ok());
+        self.resume_after_input(&line);
         Ok(line)
     }
 
@@ -531,12 +529,14 @@ impl wit::HostConnection for SessionState {
         _conn: Resource<ConnectionHandle>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Result<(), IoError>> {
+        let sent_before = self.io.bytes_out;
         let outcome = self.io.write(&data).await;
 
-        // A write that waited on a slow reader was a wait on the client;
-        // one that failed at once was not, or a plugin could spin on
-        // failing writes without ever being stopped.
-        if outcome.is_ok() {
+        // Output the client took is progress, and a plugin streaming a
+        // long reply must not be stopped for it. A write that failed, or
+        // sent nothing (an empty one with nothing held), is not: both
+        // return at once, and a plugin could spin on them forever.
+        if outcome.is_ok() && self.io.bytes_out > sent_before {
             self.resume_cpu();
         }
         Ok(outcome)
@@ -547,7 +547,11 @@ impl wit::HostConnection for SessionState {
         _conn: Resource<ConnectionHandle>,
     ) -> wasmtime::Result<Result<(), TlsError>> {
         let outcome = self.io.start_tls().await;
-        self.resume_after_input(outcome.is_ok());
+
+        // A handshake is input from the client; a refusal comes at once.
+        if outcome.is_ok() {
+            self.resume_cpu();
+        }
         Ok(outcome)
     }
 

@@ -57,18 +57,9 @@ pub struct SessionState {
     pub facts: Facts,
     pub settings: Arc<Vec<(String, String)>>,
     pub log: PluginLog,
-    /// When the plugin last stopped waiting on the client; the CPU slice
-    /// counts from here, less the time spent in host calls since.
-    pub running_since: Instant,
-    /// When the outermost host call in progress began, if one is.
-    host_call_started: Option<Instant>,
-    /// Host calls in progress: a host call that writes its result into
-    /// the plugin calls the plugin's allocator, which may call the host
-    /// again, so calls nest.
-    host_call_depth: u32,
-    /// What the outer host call had waited when it called back into the
-    /// plugin: not yet credited, but not the plugin's computing either.
-    pending_credit: Duration,
+    /// Epoch ticks the plugin was seen running since it last had input
+    /// from the client: the CPU slice counts these, not wall time.
+    pub ticks_computing: u32,
     cpu_slice: Duration,
     stopped: Option<Stopped>,
     /// Store capabilities; none on a session-role listener.
@@ -244,10 +235,7 @@ pub fn new_store(
         facts,
         settings: params.settings,
         log,
-        running_since: Instant::now(),
-        host_call_started: None,
-        host_call_depth: 0,
-        pending_credit: Duration::ZERO,
+        ticks_computing: 0,
         cpu_slice: params.cpu_slice,
         stopped: None,
         store: params.store,
@@ -258,67 +246,14 @@ pub fn new_store(
     store.set_hostcall_fuel(HOSTCALL_FUEL);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(cpu_slice_check);
-    store.call_hook(credit_host_calls);
     store
-}
-
-/// A host call taking longer than this waited (on the disk, a login
-/// delay, the client) rather than computed for the plugin.
-const HOST_WAIT_THRESHOLD: Duration = Duration::from_millis(1);
-
-/// Time a host call spent waiting is not computing: move the CPU slice's
-/// start forward by it. Quick calls are not credited, so a plugin cannot
-/// dodge its slice by spinning on cheap ones. Calls that waited on the
-/// client restart the slice instead (see `resume_cpu`).
-fn credit_host_calls(
-    mut ctx: wasmtime::StoreContextMut<'_, SessionState>,
-    hook: wasmtime::CallHook,
-) -> wasmtime::Result<()> {
-    let state = ctx.data_mut();
-    match hook {
-        wasmtime::CallHook::CallingHost => {
-            if state.host_call_depth == 0 {
-                state.host_call_started = Some(Instant::now());
-            }
-            state.host_call_depth += 1;
-        }
-        wasmtime::CallHook::CallingWasm if state.host_call_depth > 0 => {
-            // The allocator runs inside a host call; what the call waited
-            // before this counts for the epoch checks that may fire in it.
-            // Its own computing does not get credited.
-            if let Some(started) = state.host_call_started {
-                state.pending_credit = started.elapsed();
-            }
-        }
-        wasmtime::CallHook::ReturningFromHost => {
-            state.host_call_depth = state.host_call_depth.saturating_sub(1);
-            if state.host_call_depth > 0 {
-                return Ok(());
-            }
-
-            // Only the outermost call is credited, whole: a nested call
-            // (from the allocator the host called back) must not restart
-            // the clock of the call that is still waiting.
-            state.pending_credit = Duration::ZERO;
-            if let Some(started) = state.host_call_started.take() {
-                let spent = started.elapsed();
-                if spent > HOST_WAIT_THRESHOLD {
-                    state.running_since += spent;
-                }
-            }
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 impl SessionState {
     /// Mark the end of a wait on the client: from here the plugin is
     /// computing again, and its CPU slice starts over.
     pub fn resume_cpu(&mut self) {
-        self.running_since = Instant::now();
-        self.host_call_started = None;
-        self.pending_credit = Duration::ZERO;
+        self.ticks_computing = 0;
     }
 }
 
@@ -457,20 +392,26 @@ async fn call_plugin(
         .await
 }
 
-/// Called on each epoch tick while the plugin runs wasm code: stop a
-/// plugin that has computed past its slice since it last waited on the
-/// client; otherwise yield so other sessions on this thread run.
+/// Called when the plugin runs wasm code past an epoch tick: the first
+/// time it does after each tick, so once per tick it was seen running.
+/// The CPU slice is that count times the tick. Time the thread spent on
+/// other sessions, or descheduled by the kernel, adds at most one tick,
+/// and so does a host call that waited (on the disk, a login delay, a
+/// slow reader): only computing adds up. A plugin past its slice since
+/// it last had input is stopped; one that computed more than a tick
+/// yields, so other sessions on its thread run.
 fn cpu_slice_check(
     mut ctx: wasmtime::StoreContextMut<'_, SessionState>,
 ) -> wasmtime::Result<UpdateDeadline> {
     let state = ctx.data_mut();
-    let computed = state
-        .running_since
-        .elapsed()
-        .saturating_sub(state.pending_credit);
+    state.ticks_computing = state.ticks_computing.saturating_add(1);
+    let computed = crate::plugin::EPOCH_TICK * state.ticks_computing;
     if computed > state.cpu_slice {
         state.stopped = Some(Stopped::CpuSlice);
         wasmtime::bail!("cpu slice exhausted");
+    }
+    if state.ticks_computing == 1 {
+        return Ok(UpdateDeadline::Continue(1));
     }
 
     // tokio's own yield, not wasmtime's default: the latter can be picked

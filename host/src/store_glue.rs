@@ -784,8 +784,8 @@ impl mailbox::HostFolder for SessionState {
         // Input or a change is an event from outside: the work it causes
         // starts a new CPU slice, as a read does. A timeout is not, or a
         // plugin could reset its slice at will with short waits, and nor
-        // is an error, which may come at once; the time waited is still
-        // credited as a host call.
+        // is an error, which may come at once. The wait itself counts at
+        // most one tick of the slice (see `cpu_slice_check`).
         if matches!(
             event,
             Ok(mailbox::WaitEvent::Input | mailbox::WaitEvent::Changed)

@@ -4,12 +4,14 @@
 //! `OK bare <mode> pages=<P>`, where `P` is the size of its linear memory
 //! in wasm pages before it allocated anything.
 //!
-//! - `grow`: answers each line `N` by allocating N KiB in pieces of many
-//!   sizes up to 64 KiB, each filled with a pattern of its own, freeing
-//!   half on the way and checking the rest at the end, then replies
-//!   `OK <N> pages=<P>`, or `ERR memory corrupted` when a piece lost its
-//!   pattern. A large `N` makes the heap grow far past the room the linker
-//!   leaves in the initial memory. `QUIT` ends the session.
+//! - `grow`: answers each line `N [R]` by allocating N KiB in pieces of
+//!   many sizes up to 128 KiB, each filled with a pattern of its own,
+//!   freeing half on the way and checking the rest at the end, R times
+//!   (once by default), then replies `OK <N> pages=<P>`, or
+//!   `ERR memory corrupted` when a piece lost its pattern. A large `N`
+//!   makes the heap grow far past the room the linker leaves in the
+//!   initial memory; a large `R` makes the command compute for long.
+//!   `QUIT` ends the session.
 //! - `oom`: allocates and touches memory without bound, so the
 //!   allocator runs into the listener's memory cap.
 //! - `panic`: panics.
@@ -30,7 +32,7 @@ mailhost_sdk::no_std_runtime!();
 const MAX_LINE: u32 = 64;
 
 /// Largest piece `grow` allocates, in bytes.
-const LARGEST_PIECE: usize = 64 << 10;
+const LARGEST_PIECE: usize = 128 << 10;
 
 struct Bare;
 
@@ -60,15 +62,32 @@ fn grow(session: &mut Session) {
             session.queue(b"BYE\r\n");
             return;
         }
-        let reply = match text.parse::<usize>() {
-            Ok(kib) if allocate_and_check(kib << 10) => {
-                format!("OK {kib} pages={}\r\n", memory_pages())
+        let reply = match parse_grow(&text).filter(|_| line.complete) {
+            Some((kib, rounds)) => {
+                let bytes = kib << 10;
+                if (0..rounds).all(|_| allocate_and_check(bytes)) {
+                    format!("OK {kib} pages={}\r\n", memory_pages())
+                } else {
+                    String::from("ERR memory corrupted\r\n")
+                }
             }
-            Ok(_) => String::from("ERR memory corrupted\r\n"),
-            Err(_) => String::from("ERR not a number\r\n"),
+            None => String::from("ERR expected KIB [ROUNDS]\r\n"),
         };
         session.queue(reply.as_bytes());
     }
+}
+
+/// `KIB [ROUNDS]`: the KiB to allocate (so that the bytes fit a
+/// `usize`) and how many times, once by default.
+fn parse_grow(text: &str) -> Option<(usize, u32)> {
+    let mut words = text.split_ascii_whitespace();
+    let kib: usize = words.next()?.parse().ok()?;
+    kib.checked_mul(1 << 10)?;
+    let rounds = match words.next() {
+        Some(word) => word.parse().ok()?,
+        None => 1,
+    };
+    words.next().is_none().then_some((kib, rounds))
 }
 
 /// Allocate `total` bytes in pieces of growing size, each filled with a
@@ -89,10 +108,9 @@ fn allocate_and_check(total: usize) -> bool {
         if tag % 2 == 0 {
             kept.push((tag, piece));
         }
-        size = if size >= LARGEST_PIECE {
-            1
-        } else {
-            size * 2 + 1
+        size = match size * 2 + 1 {
+            next if next > LARGEST_PIECE => 1,
+            next => next,
         };
     }
 

@@ -79,13 +79,14 @@ impl Guest for Echo {
                         true => "yes",
                         false => "no",
                     };
+                    // `[2001:db8::1]:25`, as addresses with ports go.
+                    let peer = match info.peer_address.contains(':') {
+                        true => format!("[{}]", info.peer_address),
+                        false => info.peer_address,
+                    };
                     let reply = format!(
                         "OK listener={} peer={}:{} plaintext-auth={} tls={}\r\n",
-                        info.listener,
-                        info.peer_address,
-                        info.peer_port,
-                        plaintext,
-                        tls
+                        info.listener, peer, info.peer_port, plaintext, tls
                     );
                     session.queue(reply.as_bytes());
                 }

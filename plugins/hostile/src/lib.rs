@@ -13,6 +13,8 @@
 //!   the client to see only the close.
 //! - `reread`: keeps calling every read and `start-tls` after the client
 //!   has gone, ignoring the errors that come back at once.
+//! - `dodge`: computes without end, calling the reads with a zero limit
+//!   and an empty write between rounds, which all return at once.
 
 use mailhost_sdk::{Connection, Guest, Session};
 
@@ -54,6 +56,17 @@ impl Guest for Hostile {
                     let _ = std::hint::black_box(conn.start_tls());
                 }
             }
+            "dodge" => {
+                let conn = session.connection();
+                loop {
+                    spin_for(1 << 20);
+                    let _ = std::hint::black_box(conn.read_line(0));
+                    let _ = std::hint::black_box(conn.read(0));
+                    let reply = conn.send_and_read_line(b"", 0);
+                    let _ = std::hint::black_box(reply);
+                    let _ = std::hint::black_box(conn.write(b""));
+                }
+            }
             _ => {
                 let _ = session.read_line(100);
             }
@@ -62,8 +75,15 @@ impl Guest for Hostile {
 }
 
 fn spin() {
-    let mut x: u64 = 1;
     loop {
+        spin_for(u64::MAX);
+    }
+}
+
+/// Compute for `rounds` rounds of a cheap recurrence.
+fn spin_for(rounds: u64) {
+    let mut x: u64 = 1;
+    for _ in 0..rounds {
         x = std::hint::black_box(x.wrapping_mul(6364136223846793005) + 1);
     }
 }

@@ -86,7 +86,8 @@ unsafe extern "C" {
 }
 
 /// Fresh memory for dlmalloc, handed out like `sbrk`: first the room
-/// between `__heap_base` and the end of the initial memory, then pages
+/// between `__heap_base` and the end of the memory at the first request
+/// (the initial memory: nothing else in a plugin grows it), then pages
 /// added with `memory.grow`. Every piece follows the last, so dlmalloc
 /// merges them into one segment. Nothing is ever given back: the
 /// instance, and its memory, end with the session.

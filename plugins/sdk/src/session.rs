@@ -175,25 +175,43 @@ impl Session {
     /// Read a line of at most `max_len` bytes, terminator included. A
     /// longer line comes back with `complete: false` and its first
     /// `max_len` bytes; the rest, up to its LF, is read and discarded so
-    /// the next read starts on a fresh line.
+    /// the next read starts on a fresh line. A `max_len` of 0 makes every
+    /// line overlong. A limit above the host's `max-read` is read in
+    /// parts; a client that closes mid-line gets its partial line back.
     pub fn read_line(&mut self, max_len: u32) -> Result<Line, ReadError> {
-        let raw = self.send_and_read_line(max_len)?;
-        if raw.last() == Some(&b'\n') || max_len == 0 {
-            return Ok(Line {
-                raw,
-                complete: true,
-            });
-        }
-        if (raw.len() as u32) < max_len {
-            // The peer closed mid-line: hand over what came.
-            return Ok(Line {
-                raw,
-                complete: true,
-            });
+        let part_limit = read_part_limit(max_len);
+        let mut asked = max_len.min(part_limit);
+        let mut raw = self.send_and_read_line(asked)?;
+        let mut last_part = raw.len();
+
+        loop {
+            if raw.last() == Some(&b'\n') {
+                return Ok(Line {
+                    raw,
+                    complete: true,
+                });
+            }
+            if raw.len() >= max_len as usize {
+                break;
+            }
+            if last_part < asked as usize {
+                // The peer closed mid-line: hand over what came.
+                return Ok(Line {
+                    raw,
+                    complete: true,
+                });
+            }
+
+            // The host cut the line at its `max-read`; the rest follows.
+            asked = (max_len - raw.len() as u32).min(part_limit);
+            let part = self.conn.read_line(asked)?;
+            last_part = part.len();
+            raw.extend_from_slice(&part);
         }
 
         loop {
-            let rest = self.conn.read_line(max_len.max(4096))?;
+            let rest =
+                self.conn.read_line(max_len.max(4096).min(part_limit))?;
             if rest.last() == Some(&b'\n') {
                 break;
             }
@@ -267,6 +285,19 @@ impl Drop for Session {
 /// asked.
 fn fits_one_write(len: usize) -> bool {
     len < OUTPUT_FLUSH_THRESHOLD || len <= max_write() as usize
+}
+
+/// `max-read` as documented: 1 MiB.
+const DOCUMENTED_MAX_READ: u32 = 1 << 20;
+
+/// The most one `read-line` returns when `max_len` is asked for: a limit
+/// within the documented `max-read` is not clamped, so the host need not
+/// be asked.
+fn read_part_limit(max_len: u32) -> u32 {
+    if max_len <= DOCUMENTED_MAX_READ {
+        return DOCUMENTED_MAX_READ;
+    }
+    crate::bindings::mailhost::plugin::connection::max_read()
 }
 
 /// The host's write limit. It is fixed for the life of the host, and an

@@ -83,6 +83,44 @@ fn echo_session_completes_and_is_summarised() {
 /// kilobytes with 2 MiB pages; the host opts out at start.
 #[cfg(target_os = "linux")]
 #[test]
+fn lines_past_one_host_read_come_back_whole_or_are_refused() {
+    let config = format!(
+        "{}{}",
+        echo_listener("big", "[listener.settings]\nmax-line = \"2000000\""),
+        echo_listener("zero", "[listener.settings]\nmax-line = \"0\""),
+    );
+    let host = Host::start(&config);
+
+    // Longer than the host's 1 MiB `max-read` and under the plugin's
+    // limit: one line, read in parts, not a line and a command.
+    let mut client = Client::connect(host.addr("big"));
+    client.expect("OK echo ready");
+    let mut long = vec![b'a'; 1 << 20];
+    long.extend_from_slice(b"QUIT\r\n");
+    client.send(&long);
+    let echoed = client.line();
+    assert_eq!(echoed.len(), "ECHO ".len() + (1 << 20) + "QUIT".len());
+    assert!(echoed.starts_with("ECHO aaa") && echoed.ends_with("aQUIT"));
+
+    // Over the limit: refused whole, and the next line is a command.
+    let mut over = vec![b'b'; 2_000_002];
+    over.extend_from_slice(b"\r\n");
+    client.send(&over);
+    assert_eq!(client.line(), "ERR line too long");
+    client.send_line("QUIT");
+    assert_eq!(client.line(), "BYE");
+
+    // A limit of 0 makes every line too long, and nothing is sent
+    // unasked.
+    let mut zero = Client::connect(host.addr("zero"));
+    zero.expect("OK echo ready");
+    zero.send_line("hello");
+    assert_eq!(zero.line(), "ERR line too long");
+    zero.set_timeout(Duration::from_millis(300));
+    assert!(zero.try_line().is_err(), "the plugin sent unasked");
+}
+
+#[test]
 fn host_opts_out_of_transparent_huge_pages() {
     let host = Host::start(&echo_listener("echo", ""));
 
@@ -245,6 +283,55 @@ fn a_plugin_that_keeps_reading_after_the_close_is_stopped_by_its_slice() {
         thread::sleep(Duration::from_millis(50));
     }
     assert!(host.log().contains("cpu slice exhausted"), "{}", host.log());
+}
+
+#[test]
+fn a_plugin_that_computes_between_calls_that_return_at_once_is_stopped() {
+    let host = Host::start(&hostile_listener_with("dodge", 60));
+
+    // Zero-length reads and empty writes return at once and bring
+    // nothing from the client: they do not restart the CPU slice, so the
+    // plugin is stopped at its 1 s slice while the client stays.
+    let mut client = Client::connect(host.addr("dodge"));
+    client.expect("OK hostile dodge");
+    let rest = String::from_utf8_lossy(&client.read_to_end()).into_owned();
+    assert_eq!(rest, "ERR internal error\r\n");
+    assert!(
+        host.wait_for_log("cpu slice exhausted", Duration::from_secs(10)),
+        "{}",
+        host.log()
+    );
+}
+
+#[test]
+fn the_cpu_slice_counts_computing_not_the_time_the_host_was_stopped() {
+    let host = Host::start(&bare_listener("grow"));
+    let mut client = Client::connect(host.addr("grow"));
+    client.expect("OK bare grow");
+
+    // A command that computes for about a third of a second, and the
+    // whole host stopped by the kernel for longer than the 1 s slice
+    // while it does.
+    client.send_line("50000 12");
+    thread::sleep(Duration::from_millis(50));
+    signal(host.pid(), "STOP");
+    thread::sleep(Duration::from_millis(1500));
+    signal(host.pid(), "CONT");
+
+    let reply = client.line();
+    assert!(reply.starts_with("OK 50000 "), "{reply}\n{}", host.log());
+    client.send_line("QUIT");
+    assert_eq!(client.line(), "BYE");
+}
+
+/// Send `name` (as `kill -NAME`) to process `pid`.
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
 }
 
 /// A listener of the plugin built without the standard library, in
