@@ -59,7 +59,7 @@ pub struct SessionState {
     pub log: PluginLog,
     /// Epoch ticks the plugin was seen running since it last had input
     /// from the client: the CPU slice counts these, not wall time.
-    pub ticks_computing: u32,
+    ticks_computing: u32,
     cpu_slice: Duration,
     stopped: Option<Stopped>,
     /// Store capabilities; none on a session-role listener.
