@@ -314,24 +314,14 @@ fn the_cpu_slice_counts_computing_not_the_time_the_host_was_stopped() {
     // while it does.
     client.send_line("50000 12");
     thread::sleep(Duration::from_millis(50));
-    signal(host.pid(), "STOP");
+    host.signal(libc::SIGSTOP);
     thread::sleep(Duration::from_millis(1500));
-    signal(host.pid(), "CONT");
+    host.signal(libc::SIGCONT);
 
     let reply = client.line();
     assert!(reply.starts_with("OK 50000 "), "{reply}\n{}", host.log());
     client.send_line("QUIT");
     assert_eq!(client.line(), "BYE");
-}
-
-/// Send `name` (as `kill -NAME`) to process `pid`.
-fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} {pid}");
 }
 
 /// A listener of the plugin built without the standard library, in
