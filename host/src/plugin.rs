@@ -13,8 +13,9 @@ use crate::bindings::AllRolesPre;
 use crate::config::{Config, Role};
 use crate::session::SessionState;
 
-/// How often the engine's epoch advances. A plugin that computes is
-/// checked (and yields to other sessions) once per tick.
+/// How often the engine's epoch advances: the unit of the CPU slice. A
+/// plugin that computes is checked once per tick, and from its second
+/// tick without input it yields to other sessions at each.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Core instances one component may use. A Rust `wasm32-wasip2` plugin

@@ -193,8 +193,10 @@ pub fn panicked(info: &core::panic::PanicInfo<'_>) -> ! {
 /// `cabi_realloc` of the canonical ABI: the host asks the plugin for
 /// memory to put a call's results in. A zero `old_len` is a fresh
 /// allocation; a zero `new_len` gets a well-aligned dangling pointer.
-/// Out of memory panics (logged, see [`panicked`]) and a nonsensical
-/// layout traps; either ends the session with the error reply.
+/// Out of memory, or a nonsensical layout, traps, which ends the session
+/// with the error reply. It cannot be logged from here: the component
+/// model forbids calls to the host while `cabi_realloc` runs, so the
+/// host's own record of the trap is what tells.
 ///
 /// # Safety
 ///
@@ -211,26 +213,23 @@ pub unsafe fn canonical_realloc(
     if new_len == 0 {
         return align as *mut u8;
     }
+    let Ok(wanted) = Layout::from_size_align(new_len, align) else {
+        core::arch::wasm32::unreachable()
+    };
 
     let new = if old_len == 0 {
-        let Ok(layout) = Layout::from_size_align(new_len, align) else {
-            core::arch::wasm32::unreachable()
-        };
-        // SAFETY: `layout` has a nonzero size.
-        unsafe { alloc::alloc::alloc(layout) }
+        // SAFETY: `wanted` has a nonzero size.
+        unsafe { alloc::alloc::alloc(wanted) }
     } else {
-        let Ok(layout) = Layout::from_size_align(old_len, align) else {
-            core::arch::wasm32::unreachable()
-        };
-        // SAFETY: the caller vouches that `layout` describes `old`.
-        unsafe { alloc::alloc::realloc(old, layout, new_len) }
+        // SAFETY: the caller vouches that `old_len` and `align` describe
+        // `old`, and `align` is valid, as `wanted` shows.
+        unsafe {
+            let old_layout = Layout::from_size_align_unchecked(old_len, align);
+            alloc::alloc::realloc(old, old_layout, new_len)
+        }
     };
     if new.is_null() {
-        // Reported like any failed allocation: a panic, logged.
-        match Layout::from_size_align(new_len, align) {
-            Ok(wanted) => alloc::alloc::handle_alloc_error(wanted),
-            Err(_) => core::arch::wasm32::unreachable(),
-        }
+        core::arch::wasm32::unreachable()
     }
     new
 }
