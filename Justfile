@@ -73,15 +73,22 @@ lint: fmt-check clippy
 # What CI runs: the lints, then the tests.
 ci: lint test
 
+# Release host built with profile-guided optimisation, trained on the
+# benchmarks' workload (bench/pgo.sh); the binary is target/pgo/*/release.
+release: plugins
+    ./bench/pgo.sh
+
 # Benchmarks: session rate, instantiation, memory, store, protocols, startup.
-bench: build
-    cargo build --release -p mailhost
-    ./bench/run.sh
+# On `just release` builds of the host and of the baselines alike.
+bench: plugins
+    #!/usr/bin/env bash
+    set -euo pipefail
+    built=$(./bench/pgo.sh | tail -n 2)
+    host=$(sed -n 1p <<<"$built")
+    MAILHOST_BIN=$host BENCH_BIN=$(sed -n 2p <<<"$built") ./bench/run.sh
     cargo run --release -p mailhost-store --example store_bench
-    python3 bench/protocols.py --bin target/release/mailhost \
-        --plugins {{plugin_dir}}
-    python3 bench/startup.py --bin target/release/mailhost \
-        --plugins {{plugin_dir}}
+    python3 bench/protocols.py --bin "$host" --plugins {{plugin_dir}}
+    python3 bench/startup.py --bin "$host" --plugins {{plugin_dir}}
 
 [private]
 fmt-check:

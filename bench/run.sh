@@ -5,6 +5,8 @@
 # Run from anywhere; paths are taken from the repo root. Overrides:
 #   MAILHOST_BIN         host binary       (target/release/mailhost)
 #   MAILHOST_PLUGIN_DIR  plugin directory  (target/wasm32-wasip2/release)
+#   BENCH_BIN            load generator and baselines (built into
+#                        target/release when unset)
 #   BENCH_ROUNDS         alternating rounds per rate figure (5)
 #   BENCH_SECONDS        seconds per round (3)
 #   BENCH_CLIENTS        concurrent clients (16)
@@ -61,9 +63,14 @@ plugin=$(realpath "$plugin_dir/mailhost_echo.wasm" 2>/dev/null) || plugin=
     "\`cargo build --release --target wasm32-wasip2 -p mailhost-echo\`" \
     "or set MAILHOST_PLUGIN_DIR"
 
-echo "bench: building the load generator and baselines"
-cargo build --release --quiet -p mailhost-bench
-bench=$(realpath "$target_dir/release/mailhost-bench")
+if [[ -n ${BENCH_BIN:-} ]]; then
+    bench=$(realpath "$BENCH_BIN" 2>/dev/null) || bench=
+    [[ -x $bench ]] || fail "BENCH_BIN \`$BENCH_BIN\` is not an executable"
+else
+    echo "bench: building the load generator and baselines"
+    cargo build --release --quiet -p mailhost-bench
+    bench=$(realpath "$target_dir/release/mailhost-bench")
+fi
 
 # Both the host and idle-hold keep one descriptor per idle connection.
 need_fds=$((idle + FD_SLACK))

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
@@ -88,8 +89,18 @@ async fn serve(
 
     let permits = Arc::new(Semaphore::new(args.max_connections));
     let tls = tls.map(Arc::new);
+
+    // SIGINT or SIGTERM ends the server through a normal exit, as the
+    // host's does, so what runs at exit (a profile writer) still runs.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     loop {
-        let (tcp, _peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = interrupt.recv() => return Ok(()),
+            _ = terminate.recv() => return Ok(()),
+        };
+        let (tcp, _peer) = match accepted {
             Ok(pair) => pair,
             Err(err) => {
                 // Out of descriptors: back off instead of spinning.
