@@ -9,8 +9,8 @@
 #   2. run them as the benchmarks do, briefly: `bench/run.sh` with small
 #      counts (echo sessions plain and over TLS, idle connections, the
 #      in-process sessions; the native baseline and the load client the
-#      same way) and `bench/protocols.py --quick` (SMTP,
-#      POP3 and IMAP through the real plugins and mail store);
+#      same way) and `bench/protocols.py --quick` (SMTP, POP3 and IMAP
+#      through the real plugins and mail store);
 #   3. merge what every process wrote with `llvm-profdata`;
 #   4. build both again with that profile (`-Cprofile-use`) into
 #      target/pgo.
