@@ -73,13 +73,11 @@ lint: fmt-check clippy
 # What CI runs: the lints, then the tests.
 ci: lint test
 
-# Release host built with profile-guided optimisation, trained on the
-# benchmarks' workload (bench/pgo.sh); the binary is target/pgo/*/release.
+# Profile-guided release build of the host (bench/pgo.sh), in target/pgo/.
 release: plugins
     ./bench/pgo.sh
 
-# Benchmarks: session rate, instantiation, memory, store, protocols, startup.
-# On `just release` builds of the host and of the baselines alike.
+# Benchmarks on the builds of `just release` (docs/benchmarks.md).
 bench: plugins
     #!/usr/bin/env bash
     set -euo pipefail
