@@ -55,36 +55,52 @@ build() {
         --target "$triple" -p mailhost -p mailhost-bench
 }
 
+# Run the instrumented binaries on the training workload and merge what
+# they wrote into $merged. A fresh profile each time: counts of an older
+# build would not match.
+train() {
+    rm -rf "$profiles"
+    mkdir -p "$profiles"
+    # `%m` merges every process of one binary into one file under a lock.
+    # The fork baseline is stopped by a signal and its children end with
+    # `_exit`, so it writes nothing and its code is built unprofiled
+    # (docs/benchmarks.md measures what that changes).
+    export LLVM_PROFILE_FILE=$profiles/%m.profraw
+
+    echo "pgo: training on the benchmarks' workload" >&2
+    MAILHOST_BIN=$trained_host BENCH_BIN=$trained_bench \
+        MAILHOST_PLUGIN_DIR=$plugin_dir \
+        BENCH_ROUNDS=1 BENCH_SECONDS=2 BENCH_CLIENTS=16 BENCH_IDLE=1000 \
+        BENCH_FORK_IDLE=100 BENCH_INSTANTIATE=2000 BENCH_SESSIONS=5000 \
+        BENCH_INSTRUCTIONS=0 ./bench/run.sh >"$train_dir/train-run.log" ||
+        fail "training run failed; see $train_dir/train-run.log"
+    python3 bench/protocols.py --bin "$trained_host" \
+        --plugins "$plugin_dir" --quick >"$train_dir/train-protocols.log" ||
+        fail "protocol training failed; see $train_dir/train-protocols.log"
+    unset LLVM_PROFILE_FILE
+
+    shopt -s nullglob
+    raw=("$profiles"/*.profraw)
+    [[ ${#raw[@]} -gt 0 ]] || fail "the training run wrote no profile"
+    "$profdata" merge -o "$merged" "${raw[@]}"
+}
+
 echo "pgo: building instrumented binaries into $train_dir" >&2
 build "$train_dir" "-Cprofile-generate=$profiles"
 trained_host=$train_dir/$triple/release/mailhost
 trained_bench=$train_dir/$triple/release/mailhost-bench
 
-# A fresh profile each time: counts of an older build would not match.
-rm -rf "$profiles"
-mkdir -p "$profiles"
-# `%m` merges every process of one binary into one file under a lock.
-# The fork baseline is stopped by a signal and its children end with
-# `_exit`, so it writes nothing and its code is built unprofiled
-# (docs/benchmarks.md measures what that changes).
-export LLVM_PROFILE_FILE=$profiles/%m.profraw
-
-echo "pgo: training on the benchmarks' workload" >&2
-MAILHOST_BIN=$trained_host BENCH_BIN=$trained_bench \
-    MAILHOST_PLUGIN_DIR=$plugin_dir \
-    BENCH_ROUNDS=1 BENCH_SECONDS=2 BENCH_CLIENTS=16 BENCH_IDLE=1000 \
-    BENCH_FORK_IDLE=100 BENCH_INSTANTIATE=2000 BENCH_SESSIONS=5000 \
-    BENCH_INSTRUCTIONS=0 ./bench/run.sh >"$train_dir/train-run.log" ||
-    fail "training run failed; see $train_dir/train-run.log"
-python3 bench/protocols.py --bin "$trained_host" --plugins "$plugin_dir" \
-    --quick >"$train_dir/train-protocols.log" ||
-    fail "protocol training failed; see $train_dir/train-protocols.log"
-unset LLVM_PROFILE_FILE
-
-shopt -s nullglob
-raw=("$profiles"/*.profraw)
-[[ ${#raw[@]} -gt 0 ]] || fail "the training run wrote no profile"
-"$profdata" merge -o "$merged" "${raw[@]}"
+# Train again only when the instrumented binaries or the plugins
+# changed: rustc tracks the profile file, so a new profile, which never
+# has quite the same counts, rebuilds everything.
+stamp=$train_dir/trained.sha256
+fingerprint=$(sha256sum "$trained_host" "$trained_bench" "$plugin_dir"/*.wasm)
+if [[ -f $merged && -f $stamp && $(cat "$stamp") == "$fingerprint" ]]; then
+    echo "pgo: binaries and plugins unchanged; keeping the profile" >&2
+else
+    train
+    printf '%s\n' "$fingerprint" >"$stamp"
+fi
 
 echo "pgo: building optimised binaries into $use_dir" >&2
 # Functions the training never ran are expected; no warning for each.
